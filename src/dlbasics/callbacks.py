@@ -1,0 +1,131 @@
+"""Callbacks: checkpoints that cost little, and a progress display that costs little."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Checkpoint
+
+
+class BestAndLastCheckpoint(Checkpoint):
+    """Keep ``best.ckpt`` (lowest ``monitor``) and ``last.ckpt`` without saving every epoch.
+
+    Saving a checkpoint every epoch dominates runs made of many short epochs. Instead the
+    best weights are copied in memory whenever ``monitor`` improves (a copy of a small
+    model costs microseconds), and both files are written every ``every_n_seconds``, every
+    ``every_n_epochs`` if set, when training ends, and when it is interrupted. Each file is
+    written to a temporary name and renamed, so a crash mid-write never truncates the last
+    good checkpoint.
+
+    Args:
+        dirpath: folder of the two files.
+        monitor: logged metric to minimise; if it is never logged (no validation split),
+            ``fallback_monitor`` is used.
+        every_n_seconds: write at the first epoch end after this many seconds (``None``: never).
+        every_n_epochs: also write every N epochs (``None``: never).
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path,
+        monitor: str = "val/loss",
+        fallback_monitor: str = "train/loss",
+        every_n_seconds: float | None = 60.0,
+        every_n_epochs: int | None = None,
+    ) -> None:
+        self.dirpath = Path(dirpath)
+        self.monitor = monitor
+        self.fallback_monitor = fallback_monitor
+        self.every_n_seconds = every_n_seconds
+        self.every_n_epochs = every_n_epochs
+        self.best_score: float | None = None
+        self.best_epoch: int | None = None
+        self._best_weights: dict[str, torch.Tensor] | None = None  # not yet on disk
+        self._writing_best = False
+        self._last_write = time.monotonic()
+
+    @property
+    def best_path(self) -> Path:
+        return self.dirpath / "best.ckpt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    # -- tracking the best weights ------------------------------------------------------
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._track(trainer, pl_module, self.monitor)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs after the module's own hook, so this epoch's train loss is logged already.
+        if self.monitor not in trainer.callback_metrics:
+            self._track(trainer, pl_module, self.fallback_monitor)
+        epoch = trainer.current_epoch + 1
+        due_by_time = (
+            self.every_n_seconds is not None
+            and time.monotonic() - self._last_write >= self.every_n_seconds
+        )
+        due_by_epoch = self.every_n_epochs is not None and epoch % self.every_n_epochs == 0
+        if due_by_time or due_by_epoch:
+            self.write(trainer)
+
+    def _track(self, trainer: pl.Trainer, pl_module: pl.LightningModule, key: str) -> None:
+        value = trainer.callback_metrics.get(key)
+        if value is None:
+            return
+        score = float(value)  # one read per epoch
+        if self.best_score is None or score < self.best_score:
+            self.best_score, self.best_epoch = score, trainer.current_epoch
+            self._best_weights = {
+                name: tensor.detach().clone() for name, tensor in pl_module.state_dict().items()
+            }
+
+    # -- writing ------------------------------------------------------------------------
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if trainer.training:
+            self.write(trainer)
+
+    def write(self, trainer: pl.Trainer) -> None:
+        """Write ``last.ckpt``, and ``best.ckpt`` if the best weights changed since the last write."""
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        if self._best_weights is not None:
+            self._writing_best = True
+            try:
+                _atomic_save(trainer, self.best_path)
+            finally:
+                self._writing_best = False
+            self._best_weights = None
+        _atomic_save(trainer, self.last_path)
+        self._last_write = time.monotonic()
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._writing_best:
+            checkpoint["state_dict"] = self._best_weights
+            checkpoint["best_epoch"] = self.best_epoch
+
+    # -- state kept in checkpoints (for resuming) ---------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_score = state_dict["best_score"]
+        self.best_epoch = state_dict["best_epoch"]
+
+
+def _atomic_save(trainer: pl.Trainer, path: Path) -> None:
+    """Save a checkpoint to a temporary file, then rename it over ``path``."""
+    temporary = path.with_name(path.name + ".tmp")
+    trainer.save_checkpoint(temporary, weights_only=False)
+    os.replace(temporary, path)

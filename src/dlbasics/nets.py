@@ -1,0 +1,137 @@
+"""The course's three classic networks as plain ``torch.nn.Module``s.
+
+They know nothing about Lightning, Hydra or the data: each is built from the
+shape of one input sample (``input_shape``) and the number of outputs, so the
+same net works with any dataset whose samples it can read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+#: Activation names accepted by :class:`MLP` and :class:`CNN`.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return a fresh activation module for ``name`` (one of :data:`ACTIVATIONS`)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
+        ) from None
+
+
+class LinearRegression(nn.Module):
+    """One linear layer: ``y = x W^T + b``.
+
+    Takes ``(batch, *input_shape)`` (flattened to ``(batch, n_features)``) and
+    returns ``(batch, num_outputs)``. With a cross-entropy loss on top it is
+    softmax (multinomial logistic) regression. ``bias=False`` fits ``y = x W^T`` through
+    the origin.
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_outputs: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(math.prod(input_shape), num_outputs, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.flatten(x))
+
+
+class MLP(nn.Module):
+    """Multilayer perceptron: ``Linear -> activation [-> Dropout]`` per hidden size, then a linear head.
+
+    Takes ``(batch, *input_shape)`` (images are flattened) and returns
+    ``(batch, num_outputs)``. ``hidden_sizes=[]`` reduces it to :class:`LinearRegression`.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(input_shape)
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), make_activation(activation)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, num_outputs))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class CNN(nn.Module):
+    """Small convolutional network for ``C x H x W`` images.
+
+    One block per entry of ``channels``: ``Conv2d(kernel_size, same padding) ->
+    activation``, followed by ``MaxPool2d(pool_size)`` after every block listed
+    in ``pool_after`` (default: the last block) while the image is still large
+    enough to pool. Then ``Flatten -> Linear(hidden) -> activation -> Linear(num_outputs)``.
+
+    Takes ``(batch, C, H, W)`` and returns ``(batch, num_outputs)``.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_outputs: int,
+        channels: Sequence[int] = (16, 32),
+        kernel_size: int = 3,
+        pool_size: int = 2,
+        pool_after: Sequence[int] | None = None,
+        hidden: int = 64,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"CNN needs images shaped (channels, height, width); got input_shape {tuple(input_shape)}"
+            )
+        in_channels, height, width = input_shape
+        pool_after = {len(channels) - 1} if pool_after is None else set(pool_after)
+        blocks: list[nn.Module] = []
+        for index, out_channels in enumerate(channels):
+            # padding="same" keeps H x W, so only pooling shrinks the image.
+            blocks += [
+                nn.Conv2d(in_channels, out_channels, kernel_size, padding="same"),
+                make_activation(activation),
+            ]
+            if index in pool_after and min(height, width) >= pool_size:
+                blocks.append(nn.MaxPool2d(pool_size))
+                height, width = height // pool_size, width // pool_size
+            in_channels = out_channels
+        self.features = nn.Sequential(*blocks)
+        head: list[nn.Module] = [
+            nn.Flatten(),
+            nn.Linear(in_channels * height * width, hidden),
+            make_activation(activation),
+        ]
+        if dropout > 0:
+            head.append(nn.Dropout(dropout))
+        head.append(nn.Linear(hidden, num_outputs))
+        self.head = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

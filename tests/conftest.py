@@ -1,0 +1,68 @@
+"""Shared test helpers: compose the real config tree with Hydra and run tiny trainings."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from dlbasics.config import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """Compose ``train.yaml`` with overrides, writing the run into ``tmp_path``."""
+
+    def make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            return compose(
+                "train",
+                overrides=[
+                    f"paths.output_dir={tmp_path}",
+                    "callbacks.progress_bar=null",
+                    "callbacks.model_summary=null",
+                    "trainer.enable_progress_bar=false",
+                    *overrides,
+                ],
+            )
+
+    return make
+
+
+@pytest.fixture
+def run_training(make_config):
+    """Compose a config and train it; returns ``(config, final metrics)``."""
+    from dlbasics.train import train
+
+    def run(*overrides: str):
+        cfg = make_config(*overrides)
+        return cfg, train(cfg)
+
+    return run
+
+
+def read_csv_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """Rows of the CSV logger's metrics.csv, empty cells dropped."""
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m dlbasics.train ARGS`` in a subprocess, as a user would."""
+    environment = {**os.environ, "COLUMNS": "120", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "dlbasics.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+    )
