@@ -1,0 +1,66 @@
+"""Every preset in experiments/ reproduces the numbers its exercise promises, with its real settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from dlbasics.config import EXPERIMENTS_DIR
+from dlbasics.module import SupervisedModule
+
+
+def best_module(tmp_path) -> SupervisedModule:
+    return SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "best.ckpt").eval()
+
+
+def last_module(tmp_path) -> SupervisedModule:
+    return SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").eval()
+
+
+def test_every_preset_is_tested_here():
+    presets = {path.stem for path in EXPERIMENTS_DIR.glob("*.yaml")}
+    assert presets == {"linreg_1d", "linreg_2d", "linreg_tiny", "mlp_moons", "cnn_digits"}
+
+
+def test_linreg_1d_matches_least_squares(run_training, tmp_path):
+    cfg, _ = run_training("experiment=linreg_1d")
+    assert cfg.trainer.max_epochs == 100 and cfg.data.batch_size == 16 and cfg.optimizer.lr == 0.01
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    x, y = (t.double().numpy() for t in datamodule.splits["train"])
+    design = np.hstack([x, np.ones((len(x), 1))])
+    (weight, bias), *_ = np.linalg.lstsq(design, y[:, 0], rcond=None)
+    linear = last_module(tmp_path).net.linear
+    assert linear.weight.item() == pytest.approx(weight, rel=0.02)
+    assert linear.bias.item() == pytest.approx(bias, rel=0.02)
+
+
+def test_linreg_2d_recovers_the_true_weights(run_training, tmp_path):
+    cfg, _ = run_training("experiment=linreg_2d")
+    assert cfg.trainer.max_epochs == 1000 and cfg.data.batch_size is None
+    linear = last_module(tmp_path).net.linear
+    np.testing.assert_allclose(linear.weight.detach().numpy()[0], [2.0, -3.5], atol=0.25)
+    assert linear.bias.item() == pytest.approx(5.0, abs=0.25)
+
+
+def test_linreg_tiny_predicts_8_at_4(run_training, tmp_path):
+    run_training("experiment=linreg_tiny")
+    with torch.no_grad():
+        prediction = last_module(tmp_path)(torch.tensor([[4.0]])).item()
+    assert prediction == pytest.approx(8.0, abs=0.1)
+
+
+@pytest.mark.slow
+def test_mlp_moons_reaches_96_5_percent(run_training):
+    cfg, metrics = run_training("experiment=mlp_moons")
+    assert cfg.data.n_samples == 10_000 and cfg.data.noise == 0.2
+    assert metrics["test/acc"] >= 0.965
+
+
+@pytest.mark.slow
+def test_cnn_digits_reaches_98_5_percent(run_training):
+    cfg, metrics = run_training("experiment=cnn_digits")
+    assert (cfg.data.val_fraction, cfg.data.test_fraction) == (0.1, 0.1)
+    assert metrics["test/acc"] >= 0.985
