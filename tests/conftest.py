@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from dlbasics.config import CONFIG_DIR
+from dlbasics.config import CONFIG_DIR, register_experiments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def make_config(tmp_path):
     """Compose ``train.yaml`` with overrides, writing the run into ``tmp_path``."""
+
+    register_experiments()  # as `python -m dlbasics.train` does on import
 
     def make(*overrides: str) -> DictConfig:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):

@@ -1,0 +1,48 @@
+# make train | make test | make bench | make tensorboard — each sets up .venv on first use.
+# Pass Hydra overrides to a run with ARGS, e.g.  make train ARGS="experiment=cnn_digits"
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+# PyTorch build installed when no NVIDIA GPU is visible. torch==2.13.0 is the CPU wheel kept on
+# this team's machines; elsewhere use e.g.
+#   make setup TORCH_CPU="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH_CPU ?= torch==2.13.0
+# With a GPU, PyPI's default (CUDA) build.
+TORCH_GPU ?= torch>=2.3
+
+.PHONY: setup train test test-fast bench tensorboard lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "GPU found: installing $(TORCH_GPU)"; $(PY) -m pip install -q "$(TORCH_GPU)"; \
+	else \
+		echo "No GPU found: installing the CPU build ($(TORCH_CPU))"; $(PY) -m pip install -q $(TORCH_CPU); \
+	fi
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+train: setup
+	$(PY) -m dlbasics.train $(ARGS)
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/bench.py $(ARGS)
+
+tensorboard: setup
+	$(VENV)/bin/tensorboard --logdir outputs
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) dist build .pytest_cache
