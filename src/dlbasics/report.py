@@ -34,4 +34,5 @@ def print_metrics(metrics: Mapping[str, float], run_dir: str) -> None:
     for name in sorted(m for m in metrics if m.startswith(("train/", "val/", "test/"))):
         table.add_row(name, f"{metrics[name]:.6g}")
     console.print(table)
-    console.print(f"Run directory: [bold]{run_dir}[/bold]")
+    # soft_wrap: a long path stays on one line, so it can be copied.
+    console.print(f"Run directory: [bold]{run_dir}[/bold]", soft_wrap=True)
