@@ -57,7 +57,9 @@ def read_csv_metrics(run_dir: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m dlbasics.train ARGS`` in a subprocess, as a user would."""
     environment = {**os.environ, "COLUMNS": "120", **(env or {})}
     return subprocess.run(

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 
@@ -21,13 +20,21 @@ def test_help_lists_groups_and_options_without_loading_torch(tmp_path):
         "sys.argv = ['dlbasics.train', '--help']\n"
         "runpy.run_module('dlbasics.train', run_name='__main__')\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "heavy modules loaded: []" in out
-    for group, option in [("model", "cnn"), ("data", "digits"), ("optimizer", "rmsprop"),
-                          ("scheduler", "cosine"), ("trainer", "gpu"), ("logger", "csv"),
-                          ("experiment", "mlp_moons")]:
+    for group, option in [
+        ("model", "cnn"),
+        ("data", "digits"),
+        ("optimizer", "rmsprop"),
+        ("scheduler", "cosine"),
+        ("trainer", "gpu"),
+        ("logger", "csv"),
+        ("experiment", "mlp_moons"),
+    ]:
         line = next(line for line in out.splitlines() if line.startswith(f"{group}:"))
         assert option in line, line
 
@@ -49,7 +56,9 @@ def test_a_run_leaves_its_own_directory_with_everything(tmp_path):
 
 def test_a_second_run_does_not_touch_the_first(tmp_path):
     for _ in range(2):
-        assert run_cli("experiment=linreg_tiny", "trainer.max_epochs=2", cwd=tmp_path).returncode == 0
+        assert (
+            run_cli("experiment=linreg_tiny", "trainer.max_epochs=2", cwd=tmp_path).returncode == 0
+        )
     runs = list((tmp_path / "outputs" / "linreg_tiny" / "runs").iterdir())
     assert len(runs) == 2
 
@@ -58,17 +67,38 @@ def test_a_second_run_does_not_touch_the_first(tmp_path):
 def test_installed_wheel_runs_from_another_directory(tmp_path):
     dist, target, work = tmp_path / "dist", tmp_path / "site", tmp_path / "work"
     work.mkdir()
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = dist.glob("dlbasics-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "dlbasics/conf/train.yaml" in names
     assert "dlbasics/experiments/cnn_digits.yaml" in names
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-                    str(wheel)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+    )
     env = {"PYTHONPATH": os.pathsep.join([str(target), os.environ.get("PYTHONPATH", "")])}
-    where = subprocess.run([sys.executable, "-c", "import dlbasics; print(dlbasics.__file__)"],
-                           env={**os.environ, **env}, cwd=work, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import dlbasics; print(dlbasics.__file__)"],
+        env={**os.environ, **env},
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.startswith(str(target))  # the wheel, not the checkout
     result = run_cli("experiment=linreg_tiny", "trainer.max_epochs=5", cwd=work, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -79,8 +109,11 @@ def test_readme_commands_compose(make_config):
     """Every `python -m dlbasics.train ...` line of the README names real groups and keys."""
     import shlex
 
-    commands = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()
-                if line.strip().startswith("python -m dlbasics.train")]
+    commands = [
+        line.strip()
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.strip().startswith("python -m dlbasics.train")
+    ]
     assert len(commands) >= 5
     for command in commands:
         words = shlex.split(command.split("#")[0])[3:]

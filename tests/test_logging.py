@@ -33,7 +33,9 @@ def test_hparams_tab_lists_the_config_against_real_metrics(run_training, tmp_pat
     cfg, metrics = run_training("model=mlp", "data=moons", "trainer.max_epochs=2")
     events = load_events(tmp_path)
     hparams = events.PluginTagToContent("hparams")
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/experiment"]).experiment
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        hparams["_hparams_/experiment"]
+    ).experiment
     metric_names = {info.name.tag for info in experiment.metric_infos}
     assert {"val/loss", "val/acc", "test/acc"} <= metric_names
     assert "hp_metric" not in metric_names  # no -1 placeholder

@@ -36,7 +36,9 @@ def test_every_model_learns_its_data(run_training, tmp_path, model, data, task, 
 
 
 def test_model_is_sized_from_the_data(run_training, tmp_path):
-    run_training("model=mlp", "data=blobs", "data.n_features=5", "data.centers=4", "trainer.max_epochs=1")
+    run_training(
+        "model=mlp", "data=blobs", "data.n_features=5", "data.centers=4", "trainer.max_epochs=1"
+    )
     module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     first, last = module.net.layers[1], module.net.layers[-1]
     assert first.in_features == 5
@@ -64,27 +66,51 @@ def test_best_checkpoint_restores_the_trained_model(run_training, tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
 def test_every_optimizer_reduces_the_loss(run_training, tmp_path, optimizer):
-    run_training("model=linreg", "data=linear", f"optimizer={optimizer}", "optimizer.lr=0.05",
-                 "logger=csv", "trainer.max_epochs=4")
+    run_training(
+        "model=linreg",
+        "data=linear",
+        f"optimizer={optimizer}",
+        "optimizer.lr=0.05",
+        "logger=csv",
+        "trainer.max_epochs=4",
+    )
     losses = [row["train/loss"] for row in read_csv_metrics(tmp_path) if "train/loss" in row]
     assert losses[-1] < losses[0]
 
 
 # After 4 epochs from lr 0.1: step halves it every 2 epochs (0.1 * 0.5**2), cosine reaches
 # eta_min = 0 at T_max = max_epochs, and no scheduler leaves it alone.
-@pytest.mark.parametrize(("scheduler", "expected_lr"), [("step", 0.025), ("cosine", 0.0), ("none", 0.1)])
-def test_schedulers_change_the_learning_rate_per_epoch(run_training, tmp_path, scheduler, expected_lr):
+@pytest.mark.parametrize(
+    ("scheduler", "expected_lr"), [("step", 0.025), ("cosine", 0.0), ("none", 0.1)]
+)
+def test_schedulers_change_the_learning_rate_per_epoch(
+    run_training, tmp_path, scheduler, expected_lr
+):
     step_size = ["scheduler.step_size=2"] if scheduler == "step" else []
-    run_training("model=linreg", "data=linear", "optimizer=sgd", "optimizer.lr=0.1",
-                 f"scheduler={scheduler}", *step_size, "trainer.max_epochs=4", "logger=none")
+    run_training(
+        "model=linreg",
+        "data=linear",
+        "optimizer=sgd",
+        "optimizer.lr=0.1",
+        f"scheduler={scheduler}",
+        *step_size,
+        "trainer.max_epochs=4",
+        "logger=none",
+    )
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     lr = checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]
     assert lr == pytest.approx(expected_lr, abs=1e-9)
 
 
 def test_full_batch_and_no_validation_or_test_split(run_training, tmp_path):
-    cfg, metrics = run_training("model=linreg", "data=linear", "data.batch_size=null",
-                                "data.val_fraction=0", "data.test_fraction=0", "trainer.max_epochs=3")
+    cfg, metrics = run_training(
+        "model=linreg",
+        "data=linear",
+        "data.batch_size=null",
+        "data.val_fraction=0",
+        "data.test_fraction=0",
+        "trainer.max_epochs=3",
+    )
     assert "train/loss" in metrics
     assert not any(name.startswith(("val/", "test/")) for name in metrics)
     assert (tmp_path / "checkpoints" / "best.ckpt").exists()  # best by train loss

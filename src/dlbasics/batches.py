@@ -71,7 +71,7 @@ class ShuffledChunks:
         if self.shuffle:
             order = epoch_permutation(len(x), self.seed, self.epoch, x.device)
             x, y = x[order], y[order]
-        minibatches = list(zip(x.split(self.batch_size), y.split(self.batch_size)))
+        minibatches = list(zip(x.split(self.batch_size), y.split(self.batch_size), strict=True))
         for start in range(0, len(minibatches), self.steps_per_chunk):
             yield minibatches[start : start + self.steps_per_chunk]
 
@@ -87,4 +87,4 @@ class OrderedBatches:
         return math.ceil(len(self.x) / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        return zip(self.x.split(self.batch_size), self.y.split(self.batch_size))
+        return zip(self.x.split(self.batch_size), self.y.split(self.batch_size), strict=True)

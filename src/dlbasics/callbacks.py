@@ -92,7 +92,9 @@ class BestAndLastCheckpoint(Checkpoint):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer)
 
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
         if trainer.training:
             self.write(trainer)
 
@@ -109,7 +111,9 @@ class BestAndLastCheckpoint(Checkpoint):
         _atomic_save(trainer, self.last_path)
         self._last_write = time.monotonic()
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         if self._writing_best:
             checkpoint["state_dict"] = self._best_weights
             checkpoint["best_epoch"] = self.best_epoch

@@ -35,6 +35,8 @@ def register_experiments(directory: Path = EXPERIMENTS_DIR) -> list[str]:
     store = ConfigStore.instance()
     names = []
     for path in sorted(directory.glob("*.yaml")):
-        store.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
+        store.store(
+            group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_"
+        )
         names.append(path.stem)
     return names

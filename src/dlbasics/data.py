@@ -115,12 +115,16 @@ class InMemoryDataModule(pl.LightningDataModule):
             parts = _standardize(parts, column=0)
         if self.standardize_target and self.task == "regression":
             parts = _standardize(parts, column=1)
-        self.splits = {name: (torch.from_numpy(a), torch.from_numpy(b)) for name, (a, b) in parts.items()}
+        self.splits = {
+            name: (torch.from_numpy(a), torch.from_numpy(b)) for name, (a, b) in parts.items()
+        }
 
     def train_dataloader(self) -> ShuffledChunks:
         x, y = self._on_device("train")
         batch_size = self.batch_size or len(x)  # None: full batch
-        return ShuffledChunks(x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed)
+        return ShuffledChunks(
+            x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed
+        )
 
     def val_dataloader(self) -> OrderedBatches | list:
         return self._eval_batches("val")
@@ -131,7 +135,9 @@ class InMemoryDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> OrderedBatches | list:
         return self._eval_batches("test")
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
         # The tensors were moved to the training device once, in ``_on_device``.
         return batch
 
@@ -229,7 +235,11 @@ class LinearData(InMemoryDataModule):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng(self.random_state)
         x = rng.standard_normal((self.n_samples, len(self.weights)))
-        y = x @ np.asarray(self.weights) + self.bias + self.noise * rng.standard_normal(self.n_samples)
+        y = (
+            x @ np.asarray(self.weights)
+            + self.bias
+            + self.noise * rng.standard_normal(self.n_samples)
+        )
         return x, y
 
 

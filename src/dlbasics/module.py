@@ -89,7 +89,9 @@ class SupervisedModule(pl.LightningModule):
         )
         self.automatic_optimization = False
         self.task = task
-        self.net = instantiate(self.hparams.net, input_shape=list(input_shape), num_outputs=num_outputs)
+        self.net = instantiate(
+            self.hparams.net, input_shape=list(input_shape), num_outputs=num_outputs
+        )
         self.loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
         metrics = task_metrics(task, num_outputs)
         self.val_metrics = metrics.clone(prefix="val/")
@@ -116,7 +118,9 @@ class SupervisedModule(pl.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             if clip:
-                self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm"
+                )
             optimizer.step()
             # Summed on the device: reading it here would wait for every step to finish.
             self._train_loss_sum += loss.detach() * len(x)
@@ -170,4 +174,7 @@ class SupervisedModule(pl.LightningModule):
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -12,7 +12,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-
 # Lightning messages that no dlbasics user can act on.
 _NOT_ACTIONABLE = ("💡 Tip", "TPU available", "HPU available")
 
@@ -36,7 +35,9 @@ def build_loggers(config: DictConfig | None) -> list[Logger]:
     return [instantiate(entry) for entry in (config or {}).values() if entry]
 
 
-def build_callbacks(config: DictConfig | None, has_logger: bool, progress_bar: bool) -> list[Callback]:
+def build_callbacks(
+    config: DictConfig | None, has_logger: bool, progress_bar: bool
+) -> list[Callback]:
     """One callback per non-null entry of the ``callbacks`` group.
 
     The learning-rate monitor needs a logger, and Lightning refuses a progress bar
@@ -50,7 +51,9 @@ def build_callbacks(config: DictConfig | None, has_logger: bool, progress_bar: b
     return callbacks
 
 
-def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: Mapping[str, float]) -> None:
+def log_hyperparameters(
+    loggers: list[Logger], cfg: DictConfig, metrics: Mapping[str, float]
+) -> None:
     """Fill TensorBoard's HPARAMS tab: the run's config against its real final metrics.
 
     The metric values themselves come from the scalars already logged under the same
@@ -60,7 +63,11 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig, metrics: Mapping
     from torch.utils.tensorboard.summary import hparams
 
     params = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    params = {key: value for key, value in params.items() if not key.startswith(("paths/", "callbacks/", "logger/"))}
+    params = {
+        key: value
+        for key, value in params.items()
+        if not key.startswith(("paths/", "callbacks/", "logger/"))
+    }
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             writer = logger.experiment._get_file_writer()

@@ -47,7 +47,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     # Without a validation split there is nothing to validate; saying so avoids Lightning's warning.
     no_validation = {} if datamodule.has_split("val") else {"limit_val_batches": 0}
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, **no_validation)
+    trainer = instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, **no_validation
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 

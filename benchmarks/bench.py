@@ -1,0 +1,217 @@
+"""dlbasics against a hand-written PyTorch loop on the same work (`make bench`).
+
+For each workload W1-W4 the same process alternates a plain loop (tensors in memory, one
+``randperm`` per epoch, batches sliced from it, validation loss and accuracy per epoch) and a
+full ``dlbasics.train`` run composed from the documented config keys (TensorBoard logging,
+checkpoints, default callbacks). It reports the steady-state time per epoch (from the end of
+the first epoch to the end of the last), the ratio, and checks that both reach the same loss.
+Then it times whole processes: ``python -m dlbasics.train`` of W2 against a plain script that
+imports torch and runs the same 1000 steps, with their peak memory.
+
+    python benchmarks/bench.py [--repeats 3] [--only W3 W4] [--no-startup]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from dlbasics.config import CONFIG_DIR, register_experiments
+from dlbasics.nets import CNN, MLP, LinearRegression  # noqa: F401  (used by the plain loops)
+
+HERE = Path(__file__).resolve().parent
+
+WORKLOADS = {
+    "W1": "model=linreg data=make_regression data.n_samples=100 data.n_features=1 "
+    "data.n_informative=1 data.noise=10 data.batch_size=16 optimizer=sgd optimizer.lr=0.01 "
+    "trainer.max_epochs=100",
+    "W2": "model=linreg data=linear data.n_samples=100 data.batch_size=null optimizer=sgd "
+    "optimizer.lr=0.01 trainer.max_epochs=1000",
+    "W3": "model=mlp model.hidden_sizes=[64,64] model.activation=relu data=moons "
+    "data.n_samples=10000 data.noise=0.2 data.val_fraction=0.2 data.test_fraction=0 "
+    "data.batch_size=64 optimizer=adam optimizer.lr=0.001 trainer.max_epochs=20",
+    "W4": "model=cnn model.channels=[16,32] model.kernel_size=3 model.hidden=64 data=digits "
+    "data.batch_size=64 optimizer=adam optimizer.lr=0.001 trainer.max_epochs=30",
+}
+
+EPOCH_ENDS: list[float] = []  # filled by EpochTimer during a dlbasics run
+
+
+class EpochTimer:
+    """Callback recording when each training epoch (validation included) ends."""
+
+    def __new__(cls):
+        from lightning.pytorch import Callback
+
+        class _Timer(Callback):
+            def on_train_epoch_end(self, trainer, pl_module):
+                EPOCH_ENDS.append(time.perf_counter())
+
+        return _Timer()
+
+
+def compose_workload(name: str, run_dir: str):
+    register_experiments()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            "train",
+            overrides=[
+                *WORKLOADS[name].split(),
+                f"paths.output_dir={run_dir}",
+                "+callbacks.epoch_timer._target_=__main__.EpochTimer",
+            ],
+        )
+
+
+def steady_per_epoch(ends: list[float]) -> float:
+    return (ends[-1] - ends[0]) / (len(ends) - 1)
+
+
+def run_dlbasics(name: str) -> tuple[float, float]:
+    """Seconds per epoch and the final validation (or train) loss of a dlbasics run."""
+    from dlbasics.train import train
+
+    EPOCH_ENDS.clear()
+    with tempfile.TemporaryDirectory() as run_dir:
+        metrics = train(compose_workload(name, run_dir))
+    return steady_per_epoch(EPOCH_ENDS), metrics.get("val/loss", metrics["train/loss"])
+
+
+def run_plain(name: str) -> tuple[float, float]:
+    """The same work as a hand-written loop over the same data splits and net."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = compose_workload(name, run_dir)
+    torch.manual_seed(cfg.seed)
+    data = instantiate(cfg.data)
+    data.setup()
+    (x, y), (x_val, y_val) = data.splits["train"], data.splits["val"]
+    net = instantiate(cfg.model, input_shape=list(x.shape[1:]), num_outputs=data.num_outputs)
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    loss_fn = (
+        torch.nn.functional.cross_entropy
+        if data.task == "classification"
+        else torch.nn.functional.mse_loss
+    )
+    batch_size = cfg.data.batch_size or len(x)
+    ends, val_loss = [], float("nan")
+    for _ in range(cfg.trainer.max_epochs):
+        net.train()
+        order = torch.randperm(len(x))
+        xs, ys = x[order], y[order]
+        total = torch.zeros(())
+        for start in range(0, len(x), batch_size):
+            xb, yb = xs[start : start + batch_size], ys[start : start + batch_size]
+            loss = loss_fn(net(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(xb)
+        net.eval()
+        with torch.no_grad():
+            prediction = net(x_val)
+            val_loss = loss_fn(prediction, y_val).item()
+            if data.task == "classification":
+                (prediction.argmax(1) == y_val).float().mean().item()
+        _train_loss = (total / len(x)).item()
+        ends.append(time.perf_counter())
+    return steady_per_epoch(ends), val_loss
+
+
+def compare(names: list[str], repeats: int) -> list[dict]:
+    rows = []
+    for name in names:
+        plain, ours, plain_loss, our_loss = [], [], None, None
+        for _ in range(repeats):  # alternate, so drifts of the machine hit both alike
+            seconds, plain_loss = run_plain(name)
+            plain.append(seconds)
+            seconds, our_loss = run_dlbasics(name)
+            ours.append(seconds)
+        p, o = statistics.median(plain), statistics.median(ours)
+        rows.append(
+            {
+                "workload": name,
+                "plain_ms": 1e3 * p,
+                "dlbasics_ms": 1e3 * o,
+                "ratio": o / p,
+                "plain_loss": plain_loss,
+                "dlbasics_loss": our_loss,
+            }
+        )
+    return rows
+
+
+def timed_process(args: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one child process."""
+    start = time.perf_counter()
+    child = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"{args} failed: {child.stderr.read().decode()[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def startup(repeats: int) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as work:
+        commands = {
+            "plain script (import torch + 1000 steps)": [sys.executable, str(HERE / "plain_w2.py")],
+            "python -m dlbasics.train (W2)": [
+                sys.executable,
+                "-m",
+                "dlbasics.train",
+                *WORKLOADS["W2"].split(),
+            ],
+            "python -m dlbasics.train --help": [sys.executable, "-m", "dlbasics.train", "--help"],
+        }
+        timings = {label: [] for label in commands}
+        for _ in range(repeats):
+            for label, command in commands.items():
+                timings[label].append(timed_process(command, Path(work)))
+        for label, runs in timings.items():
+            rows.append(
+                {
+                    "process": label,
+                    "seconds": statistics.median(r[0] for r in runs),
+                    "peak_mib": max(r[1] for r in runs),
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=list(WORKLOADS))
+    parser.add_argument("--no-startup", action="store_true")
+    args = parser.parse_args()
+
+    rows = compare(args.only, args.repeats)
+    print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPU cores, median of {args.repeats}\n")
+    print(
+        "| workload | plain loop ms/epoch | dlbasics ms/epoch | ratio | plain val loss | dlbasics val loss |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['workload']} | {r['plain_ms']:.2f} | {r['dlbasics_ms']:.2f} | {r['ratio']:.2f}x "
+            f"| {r['plain_loss']:.4g} | {r['dlbasics_loss']:.4g} |"
+        )
+    if not args.no_startup:
+        print("\n| whole process | seconds | peak RSS MiB |\n| --- | ---: | ---: |")
+        for r in startup(args.repeats):
+            print(f"| {r['process']} | {r['seconds']:.2f} | {r['peak_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
