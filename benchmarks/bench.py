@@ -74,7 +74,9 @@ def compose_workload(name: str, run_dir: str):
 
 
 def steady_per_epoch(ends: list[float]) -> float:
-    return (ends[-1] - ends[0]) / (len(ends) - 1)
+    """Median time between consecutive epoch ends: the first epoch (warm-up) and stray
+    pauses of a shared machine do not count."""
+    return statistics.median(b - a for a, b in zip(ends, ends[1:], strict=False))
 
 
 def run_dlbasics(name: str) -> tuple[float, float]:
@@ -150,15 +152,30 @@ def compare(names: list[str], repeats: int) -> list[dict]:
     return rows
 
 
+# A launcher without torch: a forked child's peak RSS starts from its parent's, so the
+# child is started from this small process rather than from the benchmark itself.
+_LAUNCHER = (
+    "import resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "print(time.perf_counter() - start, peak, code)\n"
+)
+
+
 def timed_process(args: list[str], cwd: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one child process."""
-    start = time.perf_counter()
-    child = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if status != 0:
-        raise RuntimeError(f"{args} failed: {child.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    out = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    seconds, peak_kib, code = out.stdout.split()
+    if code != "0":
+        raise RuntimeError(f"{args} failed: {out.stderr[-2000:]}")
+    return float(seconds), int(peak_kib) / 1024
 
 
 def startup(repeats: int) -> list[dict]:

@@ -21,6 +21,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from dlbasics import report
+    from dlbasics.callbacks import BestAndLastCheckpoint
     from dlbasics.module import SupervisedModule
     from dlbasics.setup import build_callbacks, build_loggers, log_hyperparameters, quiet_lightning
 
@@ -47,13 +48,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     # Without a validation split there is nothing to validate; saying so avoids Lightning's warning.
     no_validation = {} if datamodule.has_split("val") else {"limit_val_batches": 0}
+    checkpoint = next((c for c in callbacks if isinstance(c, BestAndLastCheckpoint)), None)
     trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, **no_validation
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        enable_checkpointing=checkpoint is not None,  # else Lightning adds its own, per epoch
+        **no_validation,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
-    checkpoint = trainer.checkpoint_callback
     if cfg.test and datamodule.has_split("test"):
         best = checkpoint.best_path if checkpoint and checkpoint.best_path.exists() else None
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)

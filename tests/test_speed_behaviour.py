@@ -1,0 +1,122 @@
+"""What the training speed relies on, asserted as behaviour (no wall-clock times here;
+`make bench` measures those): whole batches, no device reads per step, few checkpoint writes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+from dlbasics.batches import ShuffledChunks, epoch_permutation
+from dlbasics.module import SupervisedModule
+
+
+def test_batches_are_whole_slices_and_cover_every_row_once_per_epoch():
+    x = torch.arange(100.0).reshape(100, 1)
+    y = torch.arange(100)
+    loader = ShuffledChunks(x, y, batch_size=16, steps_per_chunk=3, seed=7)
+    chunks = list(loader)
+    assert [len(chunk) for chunk in chunks] == [3, 3, 1]  # 7 minibatches of <= 16 rows
+    minibatches = [batch for chunk in chunks for batch in chunk]
+    assert [len(xb) for xb, _ in minibatches] == [16] * 6 + [4]
+    seen = torch.cat([yb for _, yb in minibatches])
+    assert sorted(seen.tolist()) == list(range(100))
+    for xb, yb in minibatches:  # rows stay paired with their labels
+        assert torch.equal(xb[:, 0].long(), yb)
+
+
+def test_epoch_order_depends_only_on_seed_and_epoch():
+    first = epoch_permutation(50, seed=3, epoch=4, device=torch.device("cpu"))
+    torch.manual_seed(123)  # the global generator has no say
+    again = epoch_permutation(50, seed=3, epoch=4, device=torch.device("cpu"))
+    assert torch.equal(first, again)
+    assert not torch.equal(
+        first, epoch_permutation(50, seed=3, epoch=5, device=torch.device("cpu"))
+    )
+    loader = ShuffledChunks(torch.zeros(50, 1), torch.arange(50), 50, 1, seed=3)
+    loader.set_epoch(4)  # what Lightning calls at the start of every epoch
+    assert torch.equal(next(iter(loader))[0][1], first)
+
+
+def count_device_reads(run_training, monkeypatch) -> tuple[int, int]:
+    """Train briefly; count tensor reads (.item(), float(), .cpu(), ...) made inside
+    training_step outside torch itself (the optimizer's own bookkeeping is torch's)."""
+    counts = {"reads": 0, "steps": 0}
+    inside = {"flag": False}
+    original_step = SupervisedModule.training_step
+
+    def watched_step(self, chunk, index):
+        inside["flag"] = True
+        counts["steps"] += 1
+        try:
+            return original_step(self, chunk, index)
+        finally:
+            inside["flag"] = False
+
+    def counting(method):
+        def wrapper(tensor, *args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if inside["flag"] and f"{os.sep}torch{os.sep}" not in caller:
+                counts["reads"] += 1
+            return method(tensor, *args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(SupervisedModule, "training_step", watched_step)
+    for name in ("item", "__float__", "tolist", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+    run_training("model=mlp", "data=moons", "data.batch_size=16", "trainer.max_epochs=2")
+    return counts["reads"], counts["steps"]
+
+
+def test_training_steps_never_read_the_device(run_training, monkeypatch):
+    """No step waits for the device: losses are summed there and read once per epoch."""
+    monkeypatch.setattr(SupervisedModule, "log", lambda *a, **k: pytest.fail("self.log per step"))
+    reads, steps = count_device_reads(run_training, monkeypatch)
+    assert steps > 0 and reads == 0
+
+
+def test_the_device_read_check_catches_a_read_per_step(run_training, monkeypatch):
+    original = SupervisedModule._train_plain
+
+    def reading_step(self, chunk):
+        original(self, chunk)
+        self._train_loss_sum.item()  # what a naive loop does to print the loss
+
+    monkeypatch.setattr(SupervisedModule, "_train_plain", reading_step)
+    reads, steps = count_device_reads(run_training, monkeypatch)
+    assert reads == steps > 0
+
+
+def test_global_step_counts_every_minibatch(run_training, tmp_path):
+    # 1000 moons rows, 80 % for training, batches of 16: 50 optimizer steps per epoch.
+    run_training("model=mlp", "data=moons", "data.batch_size=16", "trainer.max_epochs=3")
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 3 * 50
+    assert checkpoint["epoch"] == 3  # written after the last epoch: 3 epochs done
+
+
+def test_checkpoints_are_written_at_the_end_not_every_epoch(run_training, monkeypatch):
+    import lightning.pytorch as pl
+
+    saved = []
+    original = pl.Trainer.save_checkpoint
+
+    def counting(self, path, *args, **kwargs):
+        saved.append((self.current_epoch, str(path)))
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", counting)
+    run_training("model=linreg", "data=linear", "trainer.max_epochs=6")
+    assert len(saved) == 2  # best and last, once, when training ends
+    saved.clear()
+    run_training(
+        "model=linreg",
+        "data=linear",
+        "trainer.max_epochs=6",
+        "callbacks.checkpoint.every_n_epochs=2",
+    )
+    last_writes = [path for _, path in saved if path.endswith("last.ckpt.tmp")]
+    assert len(last_writes) == 3 + 1  # after epochs 2, 4, 6, and at the end
