@@ -51,9 +51,9 @@ def run_training(make_config):
     return run
 
 
-def read_csv_metrics(run_dir: Path) -> list[dict[str, float]]:
+def read_csv_metrics(run_dir: Path, subfolder: str = "csv") -> list[dict[str, float]]:
     """Rows of the CSV logger's metrics.csv, empty cells dropped."""
-    with open(run_dir / "csv" / "metrics.csv") as handle:
+    with open(run_dir / subfolder / "metrics.csv") as handle:
         return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
 
 

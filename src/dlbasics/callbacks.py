@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Checkpoint, ProgressBar
+from lightning.pytorch.callbacks import Callback, Checkpoint, ProgressBar
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +23,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+log = logging.getLogger(__name__)
 
 
 class BestAndLastCheckpoint(Checkpoint):
@@ -56,6 +62,7 @@ class BestAndLastCheckpoint(Checkpoint):
         self.best_epoch: int | None = None
         self._best_weights: dict[str, torch.Tensor] | None = None  # not yet on disk
         self._writing_best = False
+        self._finished = False
         self._last_write = time.monotonic()
 
     @property
@@ -90,6 +97,8 @@ class BestAndLastCheckpoint(Checkpoint):
         if value is None:
             return
         score = float(value)  # one read per epoch
+        if not math.isfinite(score):
+            return  # diverged weights are never "best"
         if self.best_score is None or score < self.best_score:
             self.best_score, self.best_epoch = score, trainer.current_epoch
             self._best_weights = {
@@ -99,7 +108,12 @@ class BestAndLastCheckpoint(Checkpoint):
     # -- writing ------------------------------------------------------------------------
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stopped_by_signal = any(
+            isinstance(c, GracefulStop) and c.received is not None for c in trainer.callbacks
+        )
+        self._finished = not stopped_by_signal
         self.write(trainer)
+        self._finished = False
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
@@ -107,7 +121,7 @@ class BestAndLastCheckpoint(Checkpoint):
         if trainer.training:
             self.write(trainer)
 
-    def write(self, trainer: pl.Trainer) -> None:
+    def write(self, trainer: pl.Trainer, last: bool = True) -> None:
         """Write ``last.ckpt``, and ``best.ckpt`` if the best weights changed since the last write."""
         self.dirpath.mkdir(parents=True, exist_ok=True)
         if self._best_weights is not None:
@@ -117,12 +131,15 @@ class BestAndLastCheckpoint(Checkpoint):
             finally:
                 self._writing_best = False
             self._best_weights = None
-        _atomic_save(trainer, self.last_path)
+        if last:
+            _atomic_save(trainer, self.last_path)
         self._last_write = time.monotonic()
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
+        # Whether this run ran to its end (not stopped by a signal): resume says "finished".
+        checkpoint["dlbasics_finished"] = self._finished
         if self._writing_best:
             checkpoint["state_dict"] = self._best_weights
             checkpoint["best_epoch"] = self.best_epoch
@@ -130,11 +147,18 @@ class BestAndLastCheckpoint(Checkpoint):
     # -- state kept in checkpoints (for resuming) ---------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
+        # The random state too (dropout), so a resumed run continues exactly.
+        return {
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "torch_rng_state": torch.get_rng_state(),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best_score = state_dict["best_score"]
         self.best_epoch = state_dict["best_epoch"]
+        if "torch_rng_state" in state_dict:
+            torch.set_rng_state(state_dict["torch_rng_state"])
 
 
 def _atomic_save(trainer: pl.Trainer, path: Path) -> None:
@@ -215,3 +239,56 @@ class EpochProgressBar(ProgressBar):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+class GracefulStop(Callback):
+    """Ctrl-C or SIGTERM ends training at the next epoch boundary, with a checkpoint.
+
+    Stopping between epochs makes the resumed run exact: every epoch's batch order depends
+    only on the seed and the epoch number. An epoch still running after ``grace_seconds``
+    is cut short at the next chunk of batches instead. A second signal stops at once
+    (Lightning's own interrupt handling; the checkpoint callback still writes last.ckpt).
+    """
+
+    def __init__(self, grace_seconds: float = 3.0) -> None:
+        self.grace_seconds = grace_seconds
+        self.received: signal.Signals | None = None
+        self._received_at = 0.0
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed from the main thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # second signal: stop now
+            self._restore()
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum)
+        self._received_at = time.monotonic()
+        log.warning(
+            "%s received: stopping after this epoch and saving a checkpoint "
+            "(send it again to stop at once).",
+            self.received.name,
+        )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.received and time.monotonic() - self._received_at > self.grace_seconds:
+            trainer.should_stop = True  # a long epoch: stop within the grace period
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.received:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}

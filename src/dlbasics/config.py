@@ -5,6 +5,7 @@ Kept free of torch and Lightning imports: `--help` and `--cfg job` go through he
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
@@ -24,6 +25,11 @@ def _find(name: str) -> Path:
 CONFIG_DIR = _find("conf")
 EXPERIMENTS_DIR = _find("experiments")
 
+# Part of every run directory's name (see conf/hydra/default.yaml): processes alive at the
+# same time have different ids, so runs started in the same second get different folders.
+if not OmegaConf.has_resolver("dlbasics_pid"):
+    OmegaConf.register_new_resolver("dlbasics_pid", os.getpid, use_cache=True)
+
 
 def register_experiments(directory: Path = EXPERIMENTS_DIR) -> list[str]:
     """Make every ``experiments/NAME.yaml`` selectable as ``experiment=NAME``.
@@ -40,3 +46,14 @@ def register_experiments(directory: Path = EXPERIMENTS_DIR) -> list[str]:
         )
         names.append(path.stem)
     return names
+
+
+def group_options() -> dict[str, list[str]]:
+    """Every config group and its options: the YAML files of ``conf/`` plus the presets."""
+    groups = {
+        folder.name: sorted(path.stem for path in folder.glob("*.yaml"))
+        for folder in CONFIG_DIR.iterdir()
+        if folder.is_dir()
+    }
+    groups["experiment"] = sorted(path.stem for path in EXPERIMENTS_DIR.glob("*.yaml"))
+    return groups

@@ -16,3 +16,11 @@ class DataError(DlbasicsError):
 
 class TrainingDiverged(DlbasicsError):
     """The training loss became NaN or infinite."""
+
+
+class RunInterrupted(DlbasicsError):
+    """Training stopped on Ctrl-C or SIGTERM; a checkpoint was written and can be resumed."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from dlbasics.errors import TrainingDiverged
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -117,8 +119,8 @@ class SupervisedModule(pl.LightningModule):
         self.loss_fn = F.cross_entropy if task == "classification" else F.mse_loss
         # Predictions of the current validation or test pass, scored at its end.
         self._evaluated: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._train_loss_sum = torch.zeros(())
-        self._train_rows = 0
+        self._step_losses: list[torch.Tensor] = []  # this epoch's losses, on the device
+        self._step_rows: list[int] = []
         self._pending_log: dict[str, float] = {}  # epoch metrics not yet written to the loggers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -127,8 +129,8 @@ class SupervisedModule(pl.LightningModule):
     # -- training -----------------------------------------------------------------------
 
     def on_train_epoch_start(self) -> None:
-        self._train_loss_sum = torch.zeros((), device=self.device)
-        self._train_rows = 0
+        self._step_losses = []
+        self._step_rows = []
 
     def training_step(self, chunk: list[Batch], chunk_index: int) -> None:
         if self._plain_steps:
@@ -153,9 +155,9 @@ class SupervisedModule(pl.LightningModule):
             if clip:
                 torch.nn.utils.clip_grad_norm_(self.parameters(), clip)
             optimizer.step()
-            # Summed on the device: reading it here would wait for every step to finish.
-            self._train_loss_sum += loss.detach() * len(x)
-            self._train_rows += len(x)
+            # Kept on the device: reading it here would wait for every step to finish.
+            self._step_losses.append(loss.detach())
+            self._step_rows.append(len(x))
         _advance_global_step(self.trainer, len(chunk))
 
     def _train_through_lightning(self, chunk: list[Batch]) -> None:
@@ -169,8 +171,8 @@ class SupervisedModule(pl.LightningModule):
             if clip:
                 self.clip_gradients(optimizer, clip, gradient_clip_algorithm="norm")
             optimizer.step()
-            self._train_loss_sum += loss.detach() * len(x)
-            self._train_rows += len(x)
+            self._step_losses.append(loss.detach())
+            self._step_rows.append(len(x))
 
     @property
     def _plain_steps(self) -> bool:
@@ -178,12 +180,11 @@ class SupervisedModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         learning_rate = self.optimizers().param_groups[0]["lr"]
-        self._publish(
-            {
-                "train/loss": self._train_loss_sum / max(self._train_rows, 1),
-                "lr": torch.tensor(learning_rate),
-            }
-        )
+        losses = torch.stack(self._step_losses).float().cpu()  # the epoch's one read
+        self._check_finite(losses, learning_rate)
+        rows = torch.tensor(self._step_rows, dtype=losses.dtype)
+        mean_loss = (losses * rows).sum() / rows.sum()
+        self._publish({"train/loss": mean_loss, "lr": torch.tensor(learning_rate)})
         scheduler = self.lr_schedulers()
         if scheduler is None:
             return
@@ -192,6 +193,19 @@ class SupervisedModule(pl.LightningModule):
             scheduler.step(self.trainer.callback_metrics[monitored])
         else:
             scheduler.step()
+
+    def _check_finite(self, losses: torch.Tensor, learning_rate: float) -> None:
+        """Stop with a clear message once the loss is NaN or infinite."""
+        finite = torch.isfinite(losses)
+        if bool(finite.all()):
+            return
+        step = int((~finite).nonzero()[0])
+        first_step = self.trainer.global_step - len(losses)
+        raise TrainingDiverged(
+            f"the training loss became {losses[step].item()} in epoch {self.current_epoch}, "
+            f"step {first_step + step} (step {step} of the epoch) with optimizer.lr={learning_rate:g}. "
+            "Lower the learning rate (e.g. by 10x) or clip gradients (gradient_clip_val=1.0)."
+        )
 
     # -- evaluation ---------------------------------------------------------------------
 

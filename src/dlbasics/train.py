@@ -1,18 +1,25 @@
 """Train a model from the config tree: ``python -m dlbasics.train [group=option] [key=value]``.
 
 The flow reads top to bottom in :func:`train`: seed, data, model, trainer, fit, test.
-Torch and Lightning are imported inside it, so ``--help`` and ``--cfg job`` answer
-without loading them.
+:func:`main` first checks the command line (one clear line for a mistake, before anything
+heavy is imported), or resumes a run with ``resume=<run dir>``. Torch and Lightning are
+imported inside :func:`train`, so ``--help`` and ``--cfg job`` answer without loading them.
 """
 
 from __future__ import annotations
+
+import logging
+import os
+import sys
 
 import hydra
 from omegaconf import DictConfig
 
 from dlbasics.config import CONFIG_DIR, register_experiments
+from dlbasics.errors import ConfigError, DlbasicsError, RunInterrupted, TrainingDiverged
 
 register_experiments()
+log = logging.getLogger("dlbasics")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -21,8 +28,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from dlbasics import report
-    from dlbasics.callbacks import BestAndLastCheckpoint
-    from dlbasics.module import SupervisedModule
+    from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop
     from dlbasics.setup import build_callbacks, build_loggers, log_hyperparameters, quiet_lightning
 
     quiet_lightning()
@@ -32,23 +38,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # The data come first: the model is sized from what they report.
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    module = SupervisedModule(
-        net=cfg.model,
-        task=datamodule.task,
-        input_shape=datamodule.input_shape,
-        num_outputs=datamodule.num_outputs,
-        optimizer=cfg.optimizer,
-        scheduler=cfg.scheduler or None,
-        gradient_clip_val=cfg.gradient_clip_val,
-    )
+    module = build_module(cfg, datamodule)
 
     loggers = build_loggers(cfg.logger)
     callbacks = build_callbacks(
         cfg.callbacks, has_logger=bool(loggers), progress_bar=cfg.trainer.enable_progress_bar
     )
+    checkpoint = next((c for c in callbacks if isinstance(c, BestAndLastCheckpoint)), None)
+    stop = next((c for c in callbacks if isinstance(c, GracefulStop)), None)
     # Without a validation split there is nothing to validate; saying so avoids Lightning's warning.
     no_validation = {} if datamodule.has_split("val") else {"limit_val_batches": 0}
-    checkpoint = next((c for c in callbacks if isinstance(c, BestAndLastCheckpoint)), None)
     trainer = instantiate(
         cfg.trainer,
         logger=loggers or False,
@@ -56,7 +55,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
         enable_checkpointing=checkpoint is not None,  # else Lightning adds its own, per epoch
         **no_validation,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except TrainingDiverged as error:
+        kept = (
+            [p for p in (checkpoint.best_path, checkpoint.last_path) if p.exists()]
+            if checkpoint
+            else []
+        )
+        where = (
+            f"The last good checkpoint is kept: {kept[0]}" if kept else "No checkpoint was kept."
+        )
+        raise TrainingDiverged(f"{error} {where}") from None
+    if stop is not None and stop.received is not None:
+        raise RunInterrupted(
+            f"Stopped by {stop.received.name} after epoch {trainer.current_epoch}; checkpoint: "
+            f"{checkpoint.last_path if checkpoint else 'none'}. Resume with:\n"
+            f"  python -m dlbasics.train resume={cfg.paths.output_dir}",
+            exit_code=128 + stop.received.value,
+        )
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
     if cfg.test and datamodule.has_split("test"):
@@ -64,16 +81,115 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
+    if hasattr(datamodule, "save_class_names"):  # labels that were mapped to class indices
+        datamodule.save_class_names(cfg.paths.output_dir)
     log_hyperparameters(loggers, cfg, metrics)
     report.print_metrics(metrics, cfg.paths.output_dir)
     return metrics
 
 
+def build_module(cfg: DictConfig, datamodule):
+    """The LightningModule for ``cfg.model``, sized from the datamodule, or a ConfigError
+    when the model cannot read these data (e.g. a CNN on tabular data)."""
+    from hydra.errors import InstantiationException
+
+    from dlbasics.module import SupervisedModule
+
+    try:
+        return SupervisedModule(
+            net=cfg.model,
+            task=datamodule.task,
+            input_shape=datamodule.input_shape,
+            num_outputs=datamodule.num_outputs,
+            optimizer=cfg.optimizer,
+            scheduler=cfg.scheduler or None,
+            gradient_clip_val=cfg.gradient_clip_val,
+        )
+    except (ValueError, InstantiationException) as error:
+        reason = error.__cause__ if isinstance(error, InstantiationException) else error
+        if not isinstance(reason, ValueError):
+            raise
+        model, data = _choice(cfg, "model"), _choice(cfg, "data")
+        raise ConfigError(
+            f"model={model} cannot read data={data} (samples shaped "
+            f"{tuple(datamodule.input_shape)}): {reason}. Image data: data=digits; "
+            "tabular data suit model=mlp or model=linreg."
+        ) from None
+
+
+def _choice(cfg: DictConfig, group: str) -> str:
+    """The option chosen for a group (``cnn``), or its class name outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get(group, "?")
+    return str(cfg[group].get("_target_", "?")).rsplit(".", 1)[-1]
+
+
+# -- the command line -------------------------------------------------------------------
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the validation loss for sweepers that optimise it."""
-    metrics = train(cfg)
+def _hydra_app(cfg: DictConfig) -> float | None:
+    """One Hydra job: check the values, train, return the validation loss (for sweepers)."""
+    from dlbasics.validate import check_config
+
+    try:
+        check_config(cfg)
+        metrics = train(cfg)
+    except DlbasicsError as error:
+        _fail(error)
     return metrics.get("val/loss", metrics.get("train/loss"))
+
+
+def main() -> None:
+    """Entry point of ``python -m dlbasics.train`` and ``dlbasics-train``."""
+    arguments = sys.argv[1:]
+    resume = [a for a in arguments if a.startswith("resume=")]
+    try:
+        if resume:
+            from dlbasics.resume import resume_run
+
+            rest = [a for a in arguments if a not in resume]
+            return resume_run(resume[-1].split("=", 1)[1], rest, train, _log_to_run)
+        overrides = _overrides_to_check(arguments)
+        if overrides is not None:
+            from dlbasics.validate import check_overrides
+
+            check_overrides(overrides)
+    except DlbasicsError as error:
+        _fail(error)
+    _hydra_app()
+
+
+def _overrides_to_check(arguments: list[str]) -> list[str] | None:
+    """The overrides of a plain run or multirun; None when Hydra flags (--help, --cfg,
+    --config-name, ...) change what the command means: Hydra answers those itself."""
+    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments):
+        return None
+    return [a for a in arguments if not a.startswith("-")]
+
+
+def _fail(error: DlbasicsError) -> None:
+    """Report a user-facing error in one short message and exit non-zero."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    if logging.getLogger().handlers:  # inside a run: also into the run's log file
+        log.error("Error: %s", error)
+    else:
+        print(f"Error: {error}", file=sys.stderr)
+    if isinstance(error, RunInterrupted):
+        sys.exit(error.exit_code)
+    sys.exit(1 if isinstance(error, TrainingDiverged) else 2)
+
+
+def _log_to_run(run_dir) -> None:
+    """Console and ``<run dir>/train.log`` (appended), as Hydra sets them up for a new run."""
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    file = logging.FileHandler(os.path.join(run_dir, "train.log"))
+    file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[console, file], force=True)
 
 
 if __name__ == "__main__":

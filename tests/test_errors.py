@@ -1,0 +1,111 @@
+"""A user's mistake ends with one clear message that names the key and what would work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from dlbasics.errors import ConfigError
+from dlbasics.validate import check_config, check_overrides
+
+
+def assert_one_clear_error(result, *expected: str, exit_code: int = 2) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == exit_code, output[-3000:]
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if line.startswith("Error:")]
+    for text in expected:
+        assert text in line, line
+    return line
+
+
+# Mistakes caught before anything heavy is imported (composition of the overrides).
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=transformer"], ["model=transformer", "cnn, linreg, mlp"]),
+        (["optimizer=adagradx"], ["optimizer=adagradx", "adam, adamw, rmsprop, sgd"]),
+        (["trainer.max_epoch=3"], ["trainer.max_epoch", "Did you mean trainer.max_epochs?"]),
+        (["optimizer.learning_rate=0.1"], ["optimizer.learning_rate", "lr"]),
+        (["-m", "model=linreg,transformer"], ["model=transformer", "Available"]),
+    ],
+)
+def test_unknown_options_and_keys(overrides, expected):
+    with pytest.raises(ConfigError) as error:
+        check_overrides([o for o in overrides if o != "-m"])
+    for text in expected:
+        assert text in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["optimizer.lr=0"], "optimizer.lr=0"),
+        (["optimizer.lr=-0.1"], "optimizer.lr=-0.1"),
+        (["optimizer.lr=fast"], "optimizer.lr=fast"),
+        (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
+        (["data.batch_size=0"], "data.batch_size=0"),
+        (["data.val_fraction=1.2"], "data.val_fraction=1.2"),
+        (["data.test_fraction=-0.1"], "data.test_fraction=-0.1"),
+        (
+            ["data.val_fraction=0.5", "data.test_fraction=0.5"],
+            "data.val_fraction + data.test_fraction",
+        ),
+        (["data.noise=-1"], "data.noise=-1"),
+        (["model=mlp", "model.hidden_sizes=[64,0]"], "model.hidden_sizes"),
+        (["model=mlp", "model.activation=swish"], "relu, sigmoid, tanh, leaky_relu, elu"),
+        (["model=cnn", "model.channels=[-1]"], "model.channels"),
+        (["trainer.accelerator=gpu"], "trainer.accelerator=cpu"),
+        (["trainer=gpu"], "no CUDA GPU is visible"),
+    ],
+)
+def test_bad_values_name_the_key(make_config, overrides, expected):
+    import torch
+
+    if torch.cuda.is_available() and "gpu" in " ".join(overrides):
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(ConfigError, match=expected.replace("+", r"\+").replace("[", r"\[")):
+        check_config(make_config(*overrides))
+
+
+def test_good_config_passes(make_config):
+    check_config(make_config("experiment=cnn_digits"))
+
+
+def test_unknown_key_on_the_command_line_is_one_line_and_exit_2(tmp_path):
+    result = run_cli("trainer.max_epoch=3", cwd=tmp_path)
+    assert_one_clear_error(result, "trainer.max_epoch", "trainer.max_epochs")
+    assert not (tmp_path / "outputs").exists()  # stopped before any run started
+
+
+def test_negative_learning_rate_on_the_command_line(tmp_path):
+    result = run_cli("optimizer.lr=-1", cwd=tmp_path)
+    assert_one_clear_error(result, "optimizer.lr=-1", "above 0")
+
+
+def test_cnn_on_tabular_data_names_model_data_and_shape(tmp_path):
+    result = run_cli("model=cnn", "data=moons", cwd=tmp_path)
+    assert_one_clear_error(result, "model=cnn", "data=moons", "(2,)", "data=digits")
+
+
+@pytest.mark.slow
+def test_a_diverging_loss_stops_with_epoch_step_and_advice(tmp_path):
+    # SGD with lr 5 on the linear data grows for a few epochs, then overflows.
+    result = run_cli(
+        "model=linreg",
+        "data=linear",
+        "optimizer=sgd",
+        "optimizer.lr=5",
+        "trainer.max_epochs=30",
+        cwd=tmp_path,
+    )
+    line = assert_one_clear_error(
+        result, "epoch", "step", "optimizer.lr=5", "Lower the learning rate", exit_code=1
+    )
+    assert "nan" in line or "inf" in line
+    kept = Path(line.split("The last good checkpoint is kept: ")[1].strip())
+    weights = torch.load(kept, weights_only=False)["state_dict"]
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())

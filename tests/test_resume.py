@@ -1,0 +1,173 @@
+"""Interrupted runs lose nothing: SIGTERM/Ctrl-C checkpoints, exact resume, own directories."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import read_csv_metrics, run_cli
+from dlbasics.callbacks import _atomic_save
+
+pytestmark = pytest.mark.slow
+
+
+def only_run_dir(root: Path) -> Path:
+    (run_dir,) = (root / "outputs" / "train" / "runs").iterdir()
+    return run_dir
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return torch.load(checkpoint, weights_only=False)["state_dict"]
+
+
+# An MLP with dropout: exact resume needs the batch order *and* the random state.
+RUN = ["model=mlp", "model.dropout=0.2", "data=moons", "data.batch_size=16", "logger=csv"]
+
+
+def test_stopped_after_k_epochs_and_resumed_equals_uninterrupted(tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    whole.mkdir(), split.mkdir()
+    assert run_cli(*RUN, "trainer.max_epochs=6", cwd=whole).returncode == 0
+    assert run_cli(*RUN, "trainer.max_epochs=3", cwd=split).returncode == 0
+    run_dir = only_run_dir(split)
+    resumed = run_cli(f"resume={run_dir}", "trainer.max_epochs=6", cwd=split)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected = weights(only_run_dir(whole) / "checkpoints" / "last.ckpt")
+    got = weights(run_dir / "checkpoints" / "last.ckpt")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
+    # The same run directory continued; the first part's metrics are kept beside the new ones.
+    first = read_csv_metrics(run_dir)
+    second = read_csv_metrics(run_dir / "csv" / "resumed-1", subfolder="")
+    assert [row["epoch"] for row in first if "train/loss" in row] == [0, 1, 2]
+    assert [row["epoch"] for row in second if "train/loss" in row] == [3, 4, 5]
+
+
+def test_resuming_a_finished_run_says_so(tmp_path):
+    assert (
+        run_cli("model=linreg", "data=linear", "trainer.max_epochs=2", cwd=tmp_path).returncode == 0
+    )
+    run_dir = only_run_dir(tmp_path)
+    before = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    result = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "already finished its 2 epochs" in result.stdout
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    result = run_cli(f"resume={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a run directory" in result.stderr
+
+
+def start_training(cwd: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlbasics.train", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_training(cwd: Path, timeout: float = 120) -> Path:
+    """The run directory, once its TensorBoard events exist (the fit loop is starting)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = list(cwd.glob("outputs/train/runs/*/tensorboard/events.*"))
+        if events:
+            time.sleep(2.0)  # a few epochs in
+            return events[0].parents[1]
+        time.sleep(0.2)
+    raise AssertionError("training did not start")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_at_an_epoch_end_with_a_checkpoint_and_resume_command(tmp_path, signum):
+    process = start_training(tmp_path, "model=mlp", "data=moons", "trainer.max_epochs=100000")
+    run_dir = wait_for_training(tmp_path)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 10  # stops within a few seconds
+    assert process.returncode == 128 + signum.value, output[-3000:]
+    assert "Traceback" not in output
+    assert f"python -m dlbasics.train resume={run_dir}" in output
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    epochs_done = checkpoint["epoch"]
+    assert epochs_done >= 1 and not checkpoint["dlbasics_finished"]
+    # The TensorBoard events were flushed: one train loss per finished epoch.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert len(events.Scalars("train/loss")) == epochs_done
+    # Resume in place for two more epochs; TensorBoard continues the same run.
+    result = run_cli(f"resume={run_dir}", f"trainer.max_epochs={epochs_done + 2}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:]
+    events.Reload()
+    steps = [point.step for point in events.Scalars("train/loss")]
+    assert len(steps) == epochs_done + 2 and steps == sorted(steps)
+
+
+def test_ckpt_path_starts_a_new_run_from_a_given_checkpoint(tmp_path):
+    assert (
+        run_cli("model=linreg", "data=linear", "trainer.max_epochs=2", cwd=tmp_path).returncode == 0
+    )
+    first = only_run_dir(tmp_path)
+    result = run_cli(
+        "model=linreg",
+        "data=linear",
+        "trainer.max_epochs=4",
+        f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    runs = sorted((tmp_path / "outputs" / "train" / "runs").iterdir())
+    assert len(runs) == 2
+    second = next(r for r in runs if r != first)
+    assert torch.load(second / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 4
+
+
+def test_runs_started_together_get_their_own_directories(tmp_path):
+    processes = [
+        start_training(tmp_path, "model=linreg", "data=linear", "trainer.max_epochs=1")
+        for _ in range(2)
+    ]
+    for process in processes:
+        process.communicate(timeout=120)
+        assert process.returncode == 0
+    assert len(list((tmp_path / "outputs" / "train" / "runs").iterdir())) == 2
+
+
+def test_multirun_jobs_get_their_own_directories(tmp_path):
+    result = run_cli(
+        "-m", "model=linreg", "data=linear", "trainer.max_epochs=1", "seed=1,2", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    assert {job.name for job in sweep.iterdir() if job.is_dir()} >= {"0", "1"}
+    for job in ("0", "1"):
+        assert (sweep / job / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path):
+    good = tmp_path / "last.ckpt"
+    good.write_bytes(b"the last good checkpoint")
+
+    class CrashingTrainer:
+        def save_checkpoint(self, path, weights_only=False):
+            Path(path).write_bytes(b"half a chec")  # the process dies mid-write
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        _atomic_save(CrashingTrainer(), good)
+    assert good.read_bytes() == b"the last good checkpoint"
