@@ -109,3 +109,20 @@ def test_a_diverging_loss_stops_with_epoch_step_and_advice(tmp_path):
     kept = Path(line.split("The last good checkpoint is kept: ")[1].strip())
     weights = torch.load(kept, weights_only=False)["state_dict"]
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data=moons", "data.n_samples=5"], "data.val_fraction=0.1"),
+        (["data=points", "data.val_fraction=0.5", "data.test_fraction=0.4"], "no training rows"),
+    ],
+)
+def test_too_few_rows_for_the_split_names_the_keys(make_config, overrides, expected):
+    from hydra.utils import instantiate
+
+    from dlbasics.errors import DataError
+
+    datamodule = instantiate(make_config(*overrides).data)
+    with pytest.raises(DataError, match=expected):
+        datamodule.setup()

@@ -22,6 +22,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from dlbasics.batches import OrderedBatches, ShuffledChunks
+from dlbasics.errors import DataError
 
 Task = Literal["regression", "classification"]
 
@@ -171,10 +172,19 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Split rows into train/val/test with ``split_seed`` (stratified for classes)."""
         n = len(x)
         n_val, n_test = round(n * self.val_fraction), round(n * self.test_fraction)
+        for key, fraction, rows in (
+            ("val", self.val_fraction, n_val),
+            ("test", self.test_fraction, n_test),
+        ):
+            if fraction > 0 and rows == 0:
+                raise DataError(
+                    f"{n} rows are too few for data.{key}_fraction={fraction:g} (it gives 0 rows): "
+                    f"use more rows (data.n_samples) or data.{key}_fraction=0"
+                )
         if n - n_val - n_test < 1:
-            raise ValueError(
-                f"{n} rows leave no training data with val_fraction={self.val_fraction} "
-                f"and test_fraction={self.test_fraction}"
+            raise DataError(
+                f"{n} rows leave no training rows with data.val_fraction={self.val_fraction:g} "
+                f"and data.test_fraction={self.test_fraction:g}"
             )
         stratify = self.task == "classification" and self.stratify
         empty = (x[:0], y[:0])
