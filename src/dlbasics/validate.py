@@ -86,20 +86,18 @@ def _check_option(group: str, option: str) -> None:
 
 
 def check_key_exists(config: DictConfig, key: str) -> None:
-    if OmegaConf.select(config, key, default=_MISSING) is not _MISSING:
-        return
+    """Raise :class:`ConfigError` naming the closest valid key if ``key`` is not in ``config``."""
     parent_key, _, name = key.rpartition(".")
-    parent = OmegaConf.select(config, parent_key) if parent_key else config
+    parent = OmegaConf.select(config, parent_key, default=None) if parent_key else config
+    if isinstance(parent, DictConfig) and name in parent.keys():
+        return  # present, possibly still mandatory (???)
     if not isinstance(parent, DictConfig):
-        raise ConfigError(f"{key}: no such key ('{parent_key or key}' is not a group of keys)")
+        raise ConfigError(f"{key}: no such key ('{parent_key}' holds no keys)")
     keys = [str(k) for k in parent.keys()]
     hint = difflib.get_close_matches(name, keys, n=1, cutoff=0.5)
     where = f"{parent_key}." if parent_key else ""
     maybe = f" Did you mean {where}{hint[0]}?" if hint else f" Valid keys: {', '.join(keys)}."
     raise ConfigError(f"{key}: no such key.{maybe} (Add a new key with +{key}=...)")
-
-
-_MISSING = object()
 
 
 def _compose(overrides: list[str]) -> DictConfig:

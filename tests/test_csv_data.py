@@ -1,0 +1,300 @@
+"""`data=csv`: train on your own CSV file, and get one clear message when the file cannot work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import numpy as np
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import run_cli
+from dlbasics.csv_data import CsvData
+from dlbasics.errors import ConfigError, DataError
+from dlbasics.module import SupervisedModule
+
+
+def write_linear_csv(path, rows=200, seed=0):
+    """``price = 3a - 2b + 1`` plus small noise, and a text column that is not a feature."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal(rows), rng.standard_normal(rows)
+    price = 3 * a - 2 * b + 1 + 0.05 * rng.standard_normal(rows)
+    lines = ["a,b,city,price"] + [
+        f"{a[i]:.6f},{b[i]:.6f},town{i % 3},{price[i]:.6f}" for i in range(rows)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_blobs_csv(path, rows=200, seed=0):
+    """Two well-separated blobs labelled "dog" (first in the file) and "cat"."""
+    rng = np.random.default_rng(seed)
+    lines = ["x1,x2,animal"]
+    for i in range(rows):
+        label, centre = ("dog", 3.0) if i % 2 == 0 else ("cat", -3.0)
+        x1, x2 = centre + rng.standard_normal(2)
+        lines.append(f"{x1:.5f},{x2:.5f},{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- training through the configs ---------------------------------------------------------------
+
+
+def test_regression_recovers_the_weights_of_the_file(run_training, tmp_path):
+    csv = write_linear_csv(tmp_path / "houses.csv")
+    cfg, metrics = run_training(
+        "model=linreg",
+        "data=csv",
+        f"data.path={csv}",
+        "data.target=price",
+        "data.standardize=false",  # weights in the file's own units
+        "optimizer=sgd",
+        "optimizer.lr=0.1",
+        "trainer.max_epochs=30",
+        "logger=none",
+    )
+    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    linear = module.net.linear
+    assert linear.in_features == 2  # a and b; the text column `city` was skipped
+    assert linear.weight.detach().flatten().tolist() == pytest.approx([3.0, -2.0], abs=0.05)
+    assert linear.bias.item() == pytest.approx(1.0, abs=0.05)
+    assert metrics["test/r2"] > 0.99
+    assert not (tmp_path / "classes.json").exists()  # regression has no classes
+
+
+def test_classification_with_text_labels(run_training, tmp_path):
+    csv = write_blobs_csv(tmp_path / "pets.csv")
+    cfg, metrics = run_training(
+        "model=linreg",
+        "data=csv",
+        f"data.path={csv}",
+        "data.target=animal",
+        "data.task=classification",
+        "optimizer=sgd",
+        "optimizer.lr=0.5",
+        "trainer.max_epochs=5",
+        "logger=none",
+    )
+    assert metrics["test/acc"] > 0.95
+    # Labels become indices in sorted order, whatever order the file lists them in.
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    assert datamodule.class_names == ["cat", "dog"]
+    assert datamodule.num_outputs == 2
+    # The entry point writes them beside the run, and Lightning keeps them in checkpoints.
+    assert json.loads((tmp_path / "classes.json").read_text()) == {"classes": ["cat", "dog"]}
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["CsvData"]["class_names"] == ["cat", "dog"]
+    assert checkpoint["CsvData"]["feature_names"] == ["x1", "x2"]
+
+
+def test_listed_features_are_the_only_inputs(run_training, tmp_path):
+    csv = write_linear_csv(tmp_path / "houses.csv")
+    run_training(
+        "model=linreg",
+        "data=csv",
+        f"data.path={csv}",
+        "data.target=price",
+        "data.features=[a]",
+        "trainer.max_epochs=1",
+        "logger=none",
+    )
+    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert module.net.linear.in_features == 1
+
+
+# -- behaviour of the datamodule ------------------------------------------------------------------
+
+
+def make_data(tmp_path, text: str, **options) -> CsvData:
+    """A CsvData on a file holding ``text``; no validation or test split unless asked."""
+    path = tmp_path / "data.csv"
+    path.write_text(text)
+    options = {"val_fraction": 0.0, "test_fraction": 0.0, "standardize": False, **options}
+    return CsvData(path=str(path), **options)
+
+
+def test_skipped_text_columns_are_named_in_a_warning(tmp_path, caplog):
+    data = make_data(tmp_path, "name,a,y\nann,1,2\nbob,2,4\n", target="y")
+    with caplog.at_level(logging.WARNING, logger="dlbasics.csv_data"):
+        data.setup()
+    assert data.feature_names == ["a"]
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "'name' (row 1 after the header: 'ann')" in record.message
+    assert "data.features" in record.message and "numbers" in record.message
+
+
+def test_dropna_drops_the_rows_with_missing_values(tmp_path):
+    text = "a,b,y\n1,2,3\n2,,5\n3,4,7\n,5,9\n5,6,11\n"
+    data = make_data(tmp_path, text, target="y", dropna=True)
+    data.setup()
+    x, y = data.splits["train"]
+    assert x.tolist() == [[1, 2], [3, 4], [5, 6]]
+    assert y.flatten().tolist() == [3, 7, 11]
+
+
+def test_relative_paths_are_read_from_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.csv").write_text("a,y\n1,2\n2,4\n3,6\n")
+    monkeypatch.chdir(tmp_path)
+    data = CsvData(path="sub/d.csv", target="y", val_fraction=0, test_fraction=0)
+    data.setup()
+    assert data.input_shape == (1,)
+
+
+def test_numeric_labels_sort_as_numbers_and_round_trip_through_state_dict(tmp_path):
+    data = make_data(tmp_path, "a,y\n1,10\n2,2\n3,10\n4,2\n", target="y", task="classification")
+    data.setup()
+    assert data.class_names == ["2", "10"]
+    restored = CsvData(path="unused.csv", target="y", task="classification")
+    restored.load_state_dict(data.state_dict())
+    assert restored.class_names == ["2", "10"]
+    assert restored.save_class_names(tmp_path) == tmp_path / "classes.json"
+    assert json.loads((tmp_path / "classes.json").read_text()) == {"classes": ["2", "10"]}
+
+
+def test_a_checkpoint_with_other_labels_is_refused(tmp_path):
+    data = make_data(tmp_path, "a,y\n1,cat\n2,dog\n", target="y", task="classification")
+    data.setup()
+    with pytest.raises(DataError, match=r"trained with classes \['ant', 'bee'\].*\['cat', 'dog'\]"):
+        data.load_state_dict({"class_names": ["ant", "bee"]})
+
+
+# -- one clear error per problem ------------------------------------------------------------------
+
+ERRORS = {
+    "empty file": ("", {}, [r"data\.path: '.*data\.csv' has no rows \(the file is empty\)"]),
+    "header only": ("a,y\n", {}, [r"'.*data\.csv' has no rows \(only a header line: 'a', 'y'\)"]),
+    "unknown target": (
+        "a,b,price\n1,2,3\n",
+        {"target": "prise"},
+        [r"data\.target=prise: no such column", r"Columns: 'a', 'b', 'price'", "data.target=price"],
+    ),
+    "no target given": (
+        "a,b,price\n1,2,3\n",
+        {"target": None},
+        [r"data\.target: no target column given", r"data\.target=price \(columns of '.*': 'a'"],
+    ),
+    "unknown feature": (
+        "a,b,y\n1,2,3\n",
+        {"features": ["a", "c"]},
+        [r"data\.features: no column 'c' in '.*data\.csv'\. Columns: 'a', 'b', 'y'"],
+    ),
+    "text in a listed feature": (
+        "a,b,y\n1,2,3\n\n2,x,4\n",  # the blank line is not counted
+        {"features": ["a", "b"]},
+        [r"data\.features: column 'b' is not numeric: row 2 after the header holds 'x'"],
+    ),
+    "text target for regression": (
+        "a,y\n1,2\n2,high\n",
+        {},
+        [
+            r"data\.target=y: column 'y' is not numeric \(row 2 .* 'high'\)",
+            "data.task=classification",
+        ],
+    ),
+    "text target after a dropped row": (
+        "a,y\n1,\n2,3\n3,high\n",
+        {"dropna": True},
+        [r"column 'y' is not numeric \(row 3 after the header holds 'high'\)"],
+    ),
+    "rows longer than the header": (
+        "a,y\n1,2\n3,4,5,6\n",
+        {},
+        [r"data\.path: cannot read '.*data\.csv' as CSV: .*Expected 2 fields in line 3, saw 4"],
+    ),
+    "missing values": (
+        "a,b,y\n1,,3\n,2,5\n3,,7\n",
+        {},
+        [r"missing values .* column\(s\) 'a' \(1\), 'b' \(2\)", r"data\.dropna=true"],
+    ),
+    "too few rows": (
+        "a,y\n1,2\n2,3\n",
+        {"val_fraction": 0.4, "test_fraction": 0.4},
+        [r"data\.val_fraction=0\.4 and data\.test_fraction=0\.4 cannot split the 2 rows"],
+    ),
+    "a fraction that gives no row": (
+        "a,y\n1,2\n2,3\n3,4\n",
+        {"val_fraction": 0.1},
+        [r"data\.val_fraction=0\.1 and data\.test_fraction=0 cannot split the 3 rows"],
+    ),
+    "a class too rare to stratify": (
+        "a,y\n1,cat\n2,cat\n3,cat\n4,cat\n5,cat\n6,cat\n7,cat\n8,dog\n",
+        {"task": "classification", "test_fraction": 0.25},
+        [r"cannot split the 8 rows .*least populated class", r"data\.stratify=false"],
+    ),
+    "empty feature list": ("a,y\n1,2\n", {"features": []}, [r"data\.features=\[\]"]),
+    "target listed as a feature": (
+        "a,y\n1,2\n",
+        {"features": ["a", "y"]},
+        [r"data\.features: 'y' is the target"],
+    ),
+    "no numeric feature": (
+        "name,y\nann,2\n",
+        {},
+        [r"data\.features: .* has no numeric column besides the target 'y'"],
+    ),
+    "every row dropped": ("a,y\n1,\n,2\n", {"dropna": True}, [r"dropped every row"]),
+    "one class": ("a,y\n1,cat\n2,cat\n", {"task": "classification"}, [r"one class only \('cat'\)"]),
+}
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_each_problem_is_one_clear_data_error(tmp_path, case):
+    text, options, patterns = ERRORS[case]
+    data = make_data(tmp_path, text, **{"target": "y", **options})
+    with pytest.raises(DataError, match=patterns[0]) as error:
+        data.setup()
+    message = str(error.value)
+    assert "\n" not in message
+    for pattern in patterns[1:]:
+        assert re.search(pattern, message), message
+
+
+def test_no_path_given():
+    with pytest.raises(
+        DataError, match=r"data\.path: no CSV file given; pass one, e\.g\. data=csv"
+    ):
+        CsvData(target="y").setup()
+
+
+def test_missing_file_names_the_path_and_the_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = CsvData(path="nope.csv", target="y")
+    expected = f"data.path: no such file 'nope.csv' (relative paths are read from the directory you run in: {tmp_path})"
+    with pytest.raises(DataError, match=re.escape(expected)):
+        data.setup()
+
+
+def test_the_rows_left_by_dropna_are_the_rows_that_are_split(tmp_path):
+    text = "a,y\n1,2\n2,\n3,4\n"
+    with pytest.raises(DataError, match=r"column\(s\) 'y' \(1\); set data\.dropna=true"):
+        make_data(tmp_path, text, target="y").setup()
+    data = make_data(tmp_path, text, target="y", dropna=True, val_fraction=0.5, test_fraction=0.4)
+    with pytest.raises(DataError, match="cannot split the 2 rows"):
+        data.setup()
+
+
+def test_unknown_task_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="data.task=regresion: unknown task"):
+        make_data(tmp_path, "a,y\n1,2\n", target="y", task="regresion").setup()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["data.path=nope.csv", "data.target=y"], "data.path: no such file 'nope.csv'"),
+        ([], "data.path: no CSV file given"),
+    ],
+)
+def test_the_command_line_prints_the_error_in_one_line(tmp_path, overrides, expected):
+    result = run_cli("data=csv", *overrides, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output
+    (line,) = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert expected in line
