@@ -106,7 +106,7 @@ def test_a_diverging_loss_stops_with_epoch_step_and_advice(tmp_path):
         result, "epoch", "step", "optimizer.lr=5", "Lower the learning rate", exit_code=1
     )
     assert "nan" in line or "inf" in line
-    kept = Path(line.split("The last good checkpoint is kept: ")[1].strip())
+    kept = Path(line.split("The last good checkpoint is kept: ")[1].strip().rstrip("."))
     weights = torch.load(kept, weights_only=False)["state_dict"]
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
 

@@ -173,8 +173,8 @@ class EpochProgressBar(ProgressBar):
 
     Lightning's Rich progress bar redraws on every batch and rebuilds its bars every
     epoch (about 2 ms per epoch here, more than a whole epoch of a small model). This one
-    moves one Rich task per epoch, and per chunk of batches within long epochs; Rich
-    redraws it from its own thread ``refresh_per_second`` times a second.
+    updates one Rich task at most ``refresh_per_second`` times a second (an inner bar
+    over chunks of batches shows for long epochs), and Rich redraws it from its own thread.
     """
 
     def __init__(self, refresh_per_second: float = 4.0) -> None:
@@ -184,6 +184,7 @@ class EpochProgressBar(ProgressBar):
         self._progress: Progress | None = None
         self._epochs: TaskID | None = None
         self._chunks: TaskID | None = None
+        self._updated_at = 0.0
 
     def disable(self) -> None:
         self._enabled = False
@@ -211,25 +212,39 @@ class EpochProgressBar(ProgressBar):
         self._chunks = self._progress.add_task("Batches", total=None, metrics="", visible=False)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._progress is not None:
-            self._progress.reset(self._chunks, total=trainer.num_training_batches)
+        if self._progress is not None and trainer.num_training_batches > 1:
+            self._progress.reset(self._chunks, total=trainer.num_training_batches, visible=False)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._progress is not None:
-            # Shown only for epochs long enough to watch (Rich's speed estimate is per second).
-            self._progress.update(self._chunks, advance=1, visible=batch_idx > 0)
+        # The inner bar only appears for epochs long enough to watch.
+        if self._progress is not None and trainer.num_training_batches > 1 and self._due():
+            self._progress.update(self._chunks, completed=batch_idx + 1, visible=True)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._progress is None:
-            return
+        if self._progress is not None and self._due():
+            self._show_epoch(trainer, epochs_done=trainer.current_epoch + 1)
+
+    def _due(self) -> bool:
+        """At most ``refresh_per_second`` updates: formatting metrics every epoch of a
+        sub-millisecond epoch would cost more than the epoch."""
+        now = time.monotonic()
+        if now - self._updated_at < 1.0 / self.refresh_per_second:
+            return False
+        self._updated_at = now
+        return True
+
+    def _show_epoch(self, trainer: pl.Trainer, epochs_done: int) -> None:
         metrics = "  ".join(
             f"{name} {float(value):.4g}"
             for name, value in trainer.callback_metrics.items()
             if name.startswith(("train/", "val/"))
         )
-        self._progress.update(self._epochs, completed=trainer.current_epoch + 1, metrics=metrics)
+        self._progress.update(self._epochs, completed=epochs_done, metrics=metrics)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._progress is not None:
+            # The final state, whatever the throttle skipped (the epoch counter has moved on).
+            self._show_epoch(trainer, epochs_done=trainer.current_epoch)
         self._stop()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

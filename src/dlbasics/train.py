@@ -58,19 +58,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except TrainingDiverged as error:
-        kept = (
-            [p for p in (checkpoint.best_path, checkpoint.last_path) if p.exists()]
-            if checkpoint
-            else []
-        )
-        where = (
-            f"The last good checkpoint is kept: {kept[0]}" if kept else "No checkpoint was kept."
-        )
-        raise TrainingDiverged(f"{error} {where}") from None
+        raise TrainingDiverged(f"{error} {_kept(checkpoint)}") from None
     if stop is not None and stop.received is not None:
         raise RunInterrupted(
-            f"Stopped by {stop.received.name} after epoch {trainer.current_epoch}; checkpoint: "
-            f"{checkpoint.last_path if checkpoint else 'none'}. Resume with:\n"
+            f"Stopped by {stop.received.name} after {trainer.current_epoch} epochs; "
+            f"{_kept(checkpoint)} Resume with:\n"
             f"  python -m dlbasics.train resume={cfg.paths.output_dir}",
             exit_code=128 + stop.received.value,
         )
@@ -115,6 +107,15 @@ def build_module(cfg: DictConfig, datamodule):
             f"{tuple(datamodule.input_shape)}): {reason}. Image data: data=digits; "
             "tabular data suit model=mlp or model=linreg."
         ) from None
+
+
+def _kept(checkpoint) -> str:
+    """Where the newest good checkpoint of this run is, for the closing message."""
+    paths = [checkpoint.last_path, checkpoint.best_path] if checkpoint else []
+    newest = max((p for p in paths if p.exists()), key=lambda p: p.stat().st_mtime, default=None)
+    return (
+        f"The last good checkpoint is kept: {newest}." if newest else "No checkpoint was written."
+    )
 
 
 def _choice(cfg: DictConfig, group: str) -> str:
