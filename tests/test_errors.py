@@ -126,3 +126,9 @@ def test_too_few_rows_for_the_split_names_the_keys(make_config, overrides, expec
     datamodule = instantiate(make_config(*overrides).data)
     with pytest.raises(DataError, match=expected):
         datamodule.setup()
+
+
+def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_the_first_job(tmp_path):
+    result = run_cli("-m", "model=mlp,linreg", "optimizer.lr=0.1,-1", cwd=tmp_path)
+    assert_one_clear_error(result, "optimizer.lr=-1")
+    assert not (tmp_path / "outputs").exists()

@@ -32,42 +32,50 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")  # as in dlbasics
 
 
 def check_overrides(overrides: list[str]) -> None:
-    """Raise :class:`ConfigError` if the overrides would not compose.
+    """Raise :class:`ConfigError` if the overrides would not compose, or if a config they
+    select has a value that cannot work (see :func:`check_config`).
 
-    A sweep (``model=linreg,mlp``) is checked value by value.
+    A sweep (``-m model=linreg,mlp optimizer.lr=0.1,-1``) is checked value by value, so a
+    bad value stops the whole sweep before its first job starts.
     """
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if _is_ours(o)]
     except OverrideParseException as error:
         raise ConfigError(f"cannot read the overrides: {error}") from None
     groups = set(group_options())
     for override in parsed:
-        key = override.get_key_element().lstrip("+~")
-        if override.is_delete() or key.startswith("hydra"):
-            continue
-        values = (
-            list(override.sweep_string_iterator())
-            if override.is_sweep_override()
-            else [override.get_value_element_as_str()]
-        )
-        if key in groups:
-            for value in values:
-                _check_option(key, value)
-    # Compose the first value of every sweep: it catches unknown keys and type errors.
-    first = [_first_of_sweep(override) for override in parsed]
+        if _is_group(override, groups):
+            for value in _values(override):
+                _check_option(override.get_key_element().lstrip("+~"), value)
+    first = [_with_value(override, _values(override)[0]) for override in parsed]
     structure = _compose([o for o, p in zip(first, parsed, strict=True) if _is_group(p, groups)])
     for override in parsed:
         key = override.get_key_element()
-        if not _is_group(override, groups) and not key.startswith(("+", "~", "hydra")):
+        if not _is_group(override, groups) and not key.startswith(("+", "~")):
             check_key_exists(structure, key)
-    _compose(first)
+    check_config(_compose(first))
+    for index, override in enumerate(parsed):
+        for value in _values(override)[1:]:
+            variant = [*first[:index], _with_value(override, value), *first[index + 1 :]]
+            check_config(_compose(variant))
 
 
-def _first_of_sweep(override) -> str:
+def _is_ours(override) -> bool:
+    """Hydra's own settings and deletions are Hydra's to check."""
+    return not override.is_delete() and not override.get_key_element().startswith("hydra")
+
+
+def _values(override) -> list[str]:
+    """The values an override sets: one, or each value of a sweep."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    return [override.get_value_element_as_str()]
+
+
+def _with_value(override, value: str) -> str:
     if not override.is_sweep_override():
         return override.input_line
-    first = next(iter(override.sweep_string_iterator()))
-    return f"{override.get_key_element()}={first}"
+    return f"{override.get_key_element()}={value}"
 
 
 def _is_group(override, groups: set[str]) -> bool:
