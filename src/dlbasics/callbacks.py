@@ -24,6 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from dlbasics.errors import TrainingDiverged
+
 log = logging.getLogger(__name__)
 
 
@@ -118,7 +120,9 @@ class BestAndLastCheckpoint(Checkpoint):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if trainer.training:
+        if isinstance(exception, TrainingDiverged):
+            self.write(trainer, last=False)  # the current weights are not finite: keep last.ckpt
+        elif trainer.training:
             self.write(trainer)
 
     def write(self, trainer: pl.Trainer, last: bool = True) -> None:

@@ -133,13 +133,20 @@ def _choice(cfg: DictConfig, group: str) -> str:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_app(cfg: DictConfig) -> float | None:
     """One Hydra job: check the values, train, return the validation loss (for sweepers)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from dlbasics.validate import check_config
 
     try:
         check_config(cfg)
         metrics = train(cfg)
     except DlbasicsError as error:
-        _fail(error)
+        if HydraConfig.get().mode != RunMode.MULTIRUN or isinstance(error, RunInterrupted):
+            _fail(error)
+        # One job of a sweep failing (say, a learning rate that diverges) ends that job only.
+        log.error("Error: %s", error)
+        return None
     return metrics.get("val/loss", metrics.get("train/loss"))
 
 
