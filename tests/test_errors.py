@@ -134,3 +134,21 @@ def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_the_first_job(tmp_path)
     result = run_cli("-m", "model=mlp,linreg", "optimizer.lr=0.1,-1", cwd=tmp_path)
     assert_one_clear_error(result, "optimizer.lr=-1")
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_a_diverging_job_of_a_sweep_ends_only_that_job(tmp_path):
+    result = run_cli(
+        "-m",
+        "model=linreg",
+        "data=linear",
+        "optimizer=sgd",
+        "optimizer.lr=5,0.1",
+        "trainer.max_epochs=30",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
+    assert "Error: the training loss became" in (sweep / "0" / "train.log").read_text()
+    finished = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert finished["dlbasics_finished"] and finished["epoch"] == 30
