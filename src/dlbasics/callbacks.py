@@ -201,7 +201,7 @@ class EpochProgressBar(ProgressBar):
             return
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("<"),
@@ -239,7 +239,7 @@ class EpochProgressBar(ProgressBar):
 
     def _show_epoch(self, trainer: pl.Trainer, epochs_done: int) -> None:
         metrics = "  ".join(
-            f"{name} {float(value):.4g}"
+            f"{name} {float(value):.3g}"
             for name, value in trainer.callback_metrics.items()
             if name.startswith(("train/", "val/"))
         )
