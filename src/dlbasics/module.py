@@ -6,8 +6,8 @@ optimizer and scheduler from their Hydra configs, and logs per epoch.
 
 It optimises manually: the train loader hands it a *chunk* of minibatches per Lightning
 step (see :mod:`dlbasics.batches`) and it takes one optimizer step per minibatch, so
-Lightning's fixed cost per step is paid once per chunk. Losses are summed on the device
-and read once per epoch, so no step waits for the device.
+Lightning's fixed cost per step is paid once per chunk. Losses stay on the device and
+are read once per epoch, so no step waits for the device.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from dlbasics.batches import Batch
 from dlbasics.errors import TrainingDiverged
-
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def task_metrics(
