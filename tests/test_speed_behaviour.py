@@ -43,13 +43,13 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
 def count_device_reads(run_training, monkeypatch) -> tuple[int, int]:
     """Train briefly; count tensor reads (.item(), float(), .cpu(), ...) made inside
     training_step outside torch itself (the optimizer's own bookkeeping is torch's)."""
-    counts = {"reads": 0, "steps": 0}
+    counts = {"reads": 0, "chunks": 0}
     inside = {"flag": False}
     original_step = SupervisedModule.training_step
 
     def watched_step(self, chunk, index):
         inside["flag"] = True
-        counts["steps"] += 1
+        counts["chunks"] += 1
         try:
             return original_step(self, chunk, index)
         finally:
@@ -68,26 +68,27 @@ def count_device_reads(run_training, monkeypatch) -> tuple[int, int]:
     for name in ("item", "__float__", "tolist", "cpu", "numpy"):
         monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
     run_training("model=mlp", "data=moons", "data.batch_size=16", "trainer.max_epochs=2")
-    return counts["reads"], counts["steps"]
+    return counts["reads"], counts["chunks"]
 
 
 def test_training_steps_never_read_the_device(run_training, monkeypatch):
     """No step waits for the device: losses are summed there and read once per epoch."""
     monkeypatch.setattr(SupervisedModule, "log", lambda *a, **k: pytest.fail("self.log per step"))
-    reads, steps = count_device_reads(run_training, monkeypatch)
-    assert steps > 0 and reads == 0
+    reads, chunks = count_device_reads(run_training, monkeypatch)
+    assert chunks > 0 and reads == 0
 
 
 def test_the_device_read_check_catches_a_read_per_step(run_training, monkeypatch):
-    original = SupervisedModule._train_plain
+    original = SupervisedModule.training_step
 
-    def reading_step(self, chunk):
-        original(self, chunk)
-        self._step_losses[-1].item()  # what a naive loop does to print the loss
+    def reading_step(self, chunk, index):
+        original(self, chunk, index)
+        for loss in self._step_losses[-len(chunk) :]:
+            loss.item()  # what a naive loop does to print the loss
 
-    monkeypatch.setattr(SupervisedModule, "_train_plain", reading_step)
-    reads, steps = count_device_reads(run_training, monkeypatch)
-    assert reads == steps > 0
+    monkeypatch.setattr(SupervisedModule, "training_step", reading_step)
+    reads, chunks = count_device_reads(run_training, monkeypatch)
+    assert reads > chunks > 0  # several minibatches per chunk, one read each
 
 
 def test_global_step_counts_every_minibatch(run_training, tmp_path):

@@ -128,3 +128,17 @@ def test_training_batches_already_live_on_the_module_device(make_config):
     assert x.device == torch.device("cpu") and x.shape == (64, 2) and y.dtype == torch.int64
     # Whole minibatches, not samples: one chunk holds several optimizer steps.
     assert len(chunk) == min(loader.steps_per_chunk, loader.steps_per_epoch)
+
+
+def test_gradient_clipping_tames_a_learning_rate_that_diverges(run_training):
+    # Unclipped, SGD with lr 5 overflows on this data within a few epochs (see test_errors).
+    _, metrics = run_training(
+        "model=linreg",
+        "data=linear",
+        "optimizer=sgd",
+        "optimizer.lr=5",
+        "gradient_clip_val=0.05",
+        "trainer.max_epochs=30",
+        "logger=none",
+    )
+    assert metrics["test/r2"] > 0.5
