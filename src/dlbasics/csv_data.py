@@ -65,7 +65,6 @@ class CsvData(InMemoryDataModule):
         self.dropna = dropna
         self.file: Path | None = None  # data.path resolved, once loaded
         self.feature_names: list[str] = []  # the columns used, in the order fed to the model
-        self.class_names: list[str] = []  # class index -> original label (classification)
 
     # -- loading ------------------------------------------------------------------------
 
@@ -85,7 +84,7 @@ class CsvData(InMemoryDataModule):
         used = self._drop_missing(table[[*self.feature_names, self.target]], path)
         x = used[self.feature_names].to_numpy(dtype=np.float64)
         if self.task == "classification":
-            y, self.class_names = encode_labels(used[self.target], self.target)
+            y = class_labels(used[self.target], self.target)  # the base maps them to indices
         else:
             y = used[self.target].to_numpy(dtype=np.float64)
         return x, y
@@ -139,26 +138,16 @@ class CsvData(InMemoryDataModule):
     # -- splitting ----------------------------------------------------------------------
 
     def _split_rows(self, x: np.ndarray, y: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """The base split, with advice that fits a file when the rows cannot be split."""
+        """The base split; when the rows cannot be split, the message names the file."""
         fractions = (
             f"data.val_fraction={self.val_fraction:g} and data.test_fraction="
             f"{self.test_fraction:g} cannot split the {len(x)} rows of '{self.file}'"
         )
         try:
             return super()._split_rows(x, y)
-        except DataError:
-            # Too few rows. The base's advice may be for generated data (data.n_samples).
+        except DataError as error:
             raise DataError(
-                f"{fractions}: every split needs at least one row, training included; add rows "
-                "to the file, or change the fractions (0 = no such split)"
-            ) from None
-        except ValueError as error:
-            # Too few rows (older base class), or scikit-learn cannot stratify a rare class.
-            reason = str(error).strip().splitlines()[0]
-            stratify = ", or set data.stratify=false" if self.task == "classification" else ""
-            raise DataError(
-                f"{fractions} ({reason}): add rows to the file, or change the fractions "
-                f"(0 = no such split){stratify}"
+                f"{fractions}: {error}; or add rows to the file (0 = no such split)"
             ) from None
 
     # -- class names: saved with checkpoints and beside the run ---------------------------
@@ -311,20 +300,20 @@ def check_numeric_target(column: pd.Series, target: str) -> None:
         )
 
 
-def encode_labels(column: pd.Series, target: str) -> tuple[np.ndarray, list[str]]:
-    """Class indices in sorted label order, and the labels as text (index -> label)."""
+def class_labels(column: pd.Series, target: str) -> np.ndarray:
+    """The labels of a class column, of one type so that they sort well (numbers numerically)."""
     values = column.to_numpy()
     if pd.api.types.is_float_dtype(column) and np.all(values == np.round(values)):
         values = values.astype(np.int64)  # labels 0.0, 1.0 (a column that had NaNs) read as 0, 1
     elif not pd.api.types.is_numeric_dtype(column):
-        values = values.astype(str)  # one type, so sorting is well defined
-    labels, codes = np.unique(values, return_inverse=True)
+        values = values.astype(str)
+    labels = np.unique(values)
     if len(labels) < 2:
         raise DataError(
             f"data.target={target}: column '{target}' holds one class only ('{labels[0]}'); "
             "classification needs at least two"
         )
-    return codes.astype(np.int64), [str(label) for label in labels]
+    return values
 
 
 def _describe_non_numeric(column: pd.Series) -> str:

@@ -76,6 +76,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.steps_per_chunk = steps_per_chunk
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.num_classes: int | None = None
+        self.class_names: list[str] = []  # class index -> original label (classification)
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -107,6 +108,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         x = np.asarray(x, dtype=np.float32)
         if self.task == "classification":
             classes, y = np.unique(np.asarray(y), return_inverse=True)
+            self.class_names = [str(label) for label in classes]
             self.num_classes = max(len(classes), 2)
             y = y.astype(np.int64)
         else:
@@ -179,7 +181,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             if fraction > 0 and rows == 0:
                 raise DataError(
                     f"{n} rows are too few for data.{key}_fraction={fraction:g} (it gives 0 rows): "
-                    f"use more rows (data.n_samples) or data.{key}_fraction=0"
+                    f"use more rows or data.{key}_fraction=0"
                 )
         if n - n_val - n_test < 1:
             raise DataError(
@@ -194,9 +196,16 @@ class InMemoryDataModule(pl.LightningDataModule):
                 return (xs, ys), empty
             # Stratify only when every class can appear on both sides of the cut.
             strat = ys if stratify and size >= len(np.unique(ys)) else None
-            a_x, b_x, a_y, b_y = train_test_split(
-                xs, ys, test_size=size, random_state=seed, stratify=strat
-            )
+            try:
+                a_x, b_x, a_y, b_y = train_test_split(
+                    xs, ys, test_size=size, random_state=seed, stratify=strat
+                )
+            except ValueError as error:  # a class too rare to appear on both sides
+                reason = str(error).strip().splitlines()[0]
+                raise DataError(
+                    f"{n} rows cannot be split by class ({reason}): use more rows, other "
+                    "fractions, or data.stratify=false"
+                ) from None
             return (a_x, a_y), (b_x, b_y)
 
         rest, test = cut(x, y, n_test, self.split_seed)
