@@ -28,8 +28,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from dlbasics import report
+    from dlbasics.builders import (
+        build_callbacks,
+        build_loggers,
+        log_hyperparameters,
+        quiet_lightning,
+    )
     from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop
-    from dlbasics.setup import build_callbacks, build_loggers, log_hyperparameters, quiet_lightning
 
     quiet_lightning()
     report.print_config(cfg)
