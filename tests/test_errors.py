@@ -152,3 +152,11 @@ def test_a_diverging_job_of_a_sweep_ends_only_that_job(tmp_path):
     assert "Error: the training loss became" in (sweep / "0" / "train.log").read_text()
     finished = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=False)
     assert finished["dlbasics_finished"] and finished["epoch"] == 30
+
+
+def test_the_activation_check_knows_exactly_the_nets_activations():
+    # validate.py keeps its own list so that checking needs no torch import.
+    from dlbasics.nets import ACTIVATIONS
+    from dlbasics.validate import ACTIVATIONS as CHECKED
+
+    assert set(CHECKED) == set(ACTIVATIONS)

@@ -65,7 +65,7 @@ def _advance_global_step(trainer: pl.Trainer, steps: int) -> None:
         tracker.completed += steps
 
 
-def _plain(config: Any) -> Any:
+def _to_dict(config: Any) -> Any:
     """Hydra nodes become plain dicts, so hyperparameters pickle into checkpoints."""
     if isinstance(config, DictConfig):
         return OmegaConf.to_container(config, resolve=True)
@@ -101,12 +101,12 @@ class SupervisedModule(pl.LightningModule):
         # Everything needed to rebuild the module, so `load_from_checkpoint(path)` works alone.
         self.save_hyperparameters(
             {
-                "net": _plain(net),
+                "net": _to_dict(net),
                 "task": task,
                 "input_shape": list(input_shape),
                 "num_outputs": int(num_outputs),
-                "optimizer": _plain(optimizer),
-                "scheduler": _plain(scheduler),
+                "optimizer": _to_dict(optimizer),
+                "scheduler": _to_dict(scheduler),
                 "gradient_clip_val": gradient_clip_val,
             }
         )
