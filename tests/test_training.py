@@ -2,37 +2,73 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from hydra.utils import instantiate
+from torch.nn import functional as F
 
 from conftest import read_csv_metrics
 from dlbasics.module import SupervisedModule
 
+# Moons with 2000 rows (500 test rows, so one point of accuracy is 5 rows). Measured on this
+# split: a linear classifier (model=linreg, Adam lr 0.02, 20 epochs) reaches 0.854 test
+# accuracy however long it trains; an MLP [64, 64] reaches 0.956-0.974 with any activation.
+# 0.93 is therefore a bar a linear model (or an MLP whose activations do nothing) cannot clear.
+MOONS = ("data=moons", "data.n_samples=2000", "data.test_fraction=0.25")
+LINEAR_MOONS_ACCURACY = 0.854
+MOONS_BAR = 0.93
+
 COMBINATIONS = [
-    ("linreg", "linear", "regression", "optimizer=sgd optimizer.lr=0.1"),
-    ("linreg", "iris", "classification", "optimizer=sgd optimizer.lr=0.5"),  # softmax regression
-    ("mlp", "make_regression", "regression", "optimizer=adam optimizer.lr=0.01"),
-    ("mlp", "moons", "classification", "optimizer=adam optimizer.lr=0.01"),
-    ("mlp", "digits", "classification", "optimizer=adam optimizer.lr=0.01"),  # flattened images
-    ("cnn", "digits", "classification", "optimizer=adam optimizer.lr=0.01"),  # 1 x 8 x 8 images
+    # model, data, task, overrides, the test score it must reach (accuracy or R²)
+    ("linreg", "linear", "regression", "optimizer=sgd optimizer.lr=0.1", 0.5),
+    ("linreg", "iris", "classification", "optimizer=sgd optimizer.lr=0.5", 0.75),  # softmax regression
+    ("mlp", "make_regression", "regression", "optimizer=adam optimizer.lr=0.01", 0.5),
+    # Above MOONS_BAR: the MLP must find the curved boundary (0.968 measured after 5 epochs).
+    ("mlp", "moons", "classification", f"optimizer=adam optimizer.lr=0.01 {' '.join(MOONS[1:])}", MOONS_BAR),
+    ("mlp", "digits", "classification", "optimizer=adam optimizer.lr=0.01", 0.75),  # flattened images
+    ("cnn", "digits", "classification", "optimizer=adam optimizer.lr=0.01", 0.75),  # 1 x 8 x 8 images
 ]
 
 
-@pytest.mark.parametrize(("model", "data", "task", "optimizer"), COMBINATIONS)
-def test_every_model_learns_its_data(run_training, tmp_path, model, data, task, optimizer):
+@pytest.mark.parametrize(("model", "data", "task", "overrides", "score"), COMBINATIONS)
+def test_every_model_learns_its_data(run_training, tmp_path, model, data, task, overrides, score):
     cfg, metrics = run_training(
-        f"model={model}", f"data={data}", "logger=csv", "trainer.max_epochs=5", *optimizer.split()
+        f"model={model}", f"data={data}", "logger=csv", "trainer.max_epochs=5", *overrides.split()
     )
     rows = read_csv_metrics(tmp_path)
     train_losses = [row["train/loss"] for row in rows if "train/loss" in row]
     assert len(train_losses) == 5
     assert train_losses[-1] < 0.7 * train_losses[0], train_losses
     if task == "classification":
-        assert metrics["test/acc"] > 0.75
+        assert metrics["test/acc"] >= score
         assert {"val/acc", "val/f1", "test/f1"} <= metrics.keys()
     else:
-        assert metrics["test/r2"] > 0.5
+        assert metrics["test/r2"] >= score
         assert {"val/mse", "val/mae", "val/r2", "test/mse"} <= metrics.keys()
+
+
+def test_a_linear_model_cannot_reach_the_moons_bar(run_training):
+    """Keeps MOONS_BAR honest: if the data became linearly separable (noise ignored, fewer
+    rows...), a linear model would clear the bar and the activation tests would prove nothing."""
+    _, metrics = run_training(
+        "model=linreg", *MOONS, "optimizer=adam", "optimizer.lr=0.02", "trainer.max_epochs=20",
+        "logger=none",
+    )
+    assert metrics["test/acc"] == pytest.approx(LINEAR_MOONS_ACCURACY, abs=0.03)
+    assert metrics["test/acc"] < MOONS_BAR - 0.04
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "leaky_relu", "elu"])
+def test_every_activation_learns_what_a_linear_model_cannot(run_training, activation):
+    """An activation that is ignored or built as the identity leaves the MLP linear (0.854)."""
+    cfg, metrics = run_training(
+        "model=mlp", f"model.activation={activation}", *MOONS, "optimizer=adam",
+        "optimizer.lr=0.02", "trainer.max_epochs=20", "logger=none",
+    )
+    assert cfg.model.activation == activation
+    assert metrics["test/acc"] >= MOONS_BAR, f"{activation}: {metrics['test/acc']:.3f}"
 
 
 def test_model_is_sized_from_the_data(run_training, tmp_path):
@@ -45,23 +81,87 @@ def test_model_is_sized_from_the_data(run_training, tmp_path):
     assert last.out_features == 4
 
 
-def test_best_checkpoint_restores_the_trained_model(run_training, tmp_path):
-    cfg, metrics = run_training("model=mlp", "data=moons", "trainer.max_epochs=3")
-    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
-    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
-    assert module.hparams.task == "classification"
-    assert module.hparams.net["hidden_sizes"] == [64, 64]
-    # The test metrics were computed with the best weights: recompute them from the file.
-    from hydra.utils import instantiate
+# A wide MLP on 30 noisy training rows overfits: the validation loss bottoms out early
+# (epoch 6 of 25, 0.40) and then climbs (1.1 by the last epoch), so best.ckpt != last.ckpt.
+OVERFITTING = (
+    "model=mlp",
+    "model.hidden_sizes=[256,256]",
+    "data=moons",
+    "data.n_samples=100",
+    "data.noise=0.4",
+    "data.val_fraction=0.3",
+    "data.test_fraction=0.3",
+    "data.batch_size=null",
+    "optimizer=adam",
+    "optimizer.lr=0.01",
+    "logger=csv",
+)
+
+
+def classify(path, datamodule, split: str) -> tuple[float, float]:
+    """(cross-entropy, accuracy) of the checkpoint at ``path`` on one split of ``datamodule``."""
+    module = SupervisedModule.load_from_checkpoint(path).eval()
+    loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
+    x, y = (torch.cat(parts) for parts in zip(*loader, strict=True))
+    with torch.no_grad():
+        logits = module(x)
+    return F.cross_entropy(logits, y).item(), (logits.argmax(dim=1) == y).float().mean().item()
+
+
+def test_best_checkpoint_holds_the_epoch_with_the_lowest_val_loss(run_training, tmp_path):
+    """Catches best.ckpt written with the current (last) weights, a best picked by the wrong
+    metric or direction, weights copied an epoch late, and a test split scored with last.ckpt."""
+    cfg, metrics = run_training(*OVERFITTING, "trainer.max_epochs=25")
+    epochs = [row for row in read_csv_metrics(tmp_path) if "val/loss" in row]
+    val_losses = [row["val/loss"] for row in epochs]
+    best_index = min(range(len(val_losses)), key=val_losses.__getitem__)
+    # The scenario itself: the best epoch is neither the first nor the last, and far better.
+    assert len(val_losses) == 25
+    assert 0 < best_index < 24 and val_losses[-1] > 2 * val_losses[best_index], val_losses
+
+    checkpoints = tmp_path / "checkpoints"
+    best = torch.load(checkpoints / "best.ckpt", weights_only=False)
+    last = torch.load(checkpoints / "last.ckpt", weights_only=False)
+    assert best["best_epoch"] == epochs[best_index]["epoch"]
+    assert any(
+        not torch.equal(best["state_dict"][name], last["state_dict"][name])
+        for name in last["state_dict"]
+    )
 
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    x, y = datamodule.splits["test"]
-    module.eval()
-    with torch.no_grad():
-        accuracy = (module(x).argmax(dim=1) == y).float().mean().item()
-    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
-    assert best["best_epoch"] in range(3)
+    # best.ckpt's weights give the lowest logged val loss; last.ckpt's give the last one.
+    best_val, _ = classify(checkpoints / "best.ckpt", datamodule, "val")
+    last_val, _ = classify(checkpoints / "last.ckpt", datamodule, "val")
+    assert best_val == pytest.approx(val_losses[best_index], rel=1e-5)
+    assert last_val == pytest.approx(val_losses[-1], rel=1e-5)
+    # The reported test metrics were computed with the best weights, not the last ones.
+    best_test, best_acc = classify(checkpoints / "best.ckpt", datamodule, "test")
+    last_test, _ = classify(checkpoints / "last.ckpt", datamodule, "test")
+    assert metrics["test/loss"] == pytest.approx(best_test, rel=1e-5)
+    assert metrics["test/acc"] == pytest.approx(best_acc, abs=1e-6)
+    assert not math.isclose(last_test, best_test, rel_tol=0.1)
+
+    module = SupervisedModule.load_from_checkpoint(checkpoints / "best.ckpt")
+    assert module.hparams.task == "classification"
+    assert module.hparams.net["hidden_sizes"] == [256, 256]
+
+
+def test_early_stopping_ends_the_run_patience_epochs_after_the_best(run_training, tmp_path):
+    """callbacks=early_stopping must stop once val/loss has not improved for `patience`
+    epochs; a callback that is dropped, or watches another metric, runs all 40 epochs."""
+    cfg, _ = run_training(
+        *OVERFITTING,
+        "callbacks=early_stopping",
+        "callbacks.early_stopping.patience=3",
+        "trainer.max_epochs=40",
+    )
+    assert cfg.callbacks.early_stopping.monitor == "val/loss"
+    val_losses = [row["val/loss"] for row in read_csv_metrics(tmp_path) if "val/loss" in row]
+    best_index = min(range(len(val_losses)), key=val_losses.__getitem__)
+    assert len(val_losses) == best_index + 3 + 1 < 40, val_losses
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["epoch"] == len(val_losses)  # the checkpoint agrees: epochs completed
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
@@ -78,14 +178,21 @@ def test_every_optimizer_reduces_the_loss(run_training, tmp_path, optimizer):
     assert losses[-1] < losses[0]
 
 
-# After 4 epochs from lr 0.1: step halves it every 2 epochs (0.1 * 0.5**2), cosine reaches
-# eta_min = 0 at T_max = max_epochs, and no scheduler leaves it alone.
-@pytest.mark.parametrize(
-    ("scheduler", "expected_lr"), [("step", 0.025), ("cosine", 0.0), ("none", 0.1)]
-)
-def test_schedulers_change_the_learning_rate_per_epoch(
-    run_training, tmp_path, scheduler, expected_lr
-):
+# From lr 0.1 over 4 epochs: step halves it every 2 epochs, cosine follows
+# 0.1 * (1 + cos(pi * epoch / 4)) / 2 down to eta_min = 0 at T_max = max_epochs, and no
+# scheduler leaves it alone. `lr` is logged for each epoch as it was during that epoch.
+COSINE = [0.1 * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in range(5)]
+SCHEDULES = {
+    "step": [0.1, 0.1, 0.05, 0.05, 0.025],
+    "cosine": COSINE,
+    "none": [0.1] * 5,
+}
+
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULES))
+def test_schedulers_change_the_learning_rate_per_epoch(run_training, tmp_path, scheduler):
+    """Catches a scheduler that is never stepped, stepped per batch, or built with other
+    settings than the config's (step_size, T_max)."""
     step_size = ["scheduler.step_size=2"] if scheduler == "step" else []
     run_training(
         "model=linreg",
@@ -95,11 +202,14 @@ def test_schedulers_change_the_learning_rate_per_epoch(
         f"scheduler={scheduler}",
         *step_size,
         "trainer.max_epochs=4",
-        "logger=none",
+        "logger=csv",
     )
+    expected = SCHEDULES[scheduler]
+    logged = [row["lr"] for row in read_csv_metrics(tmp_path) if "lr" in row]
+    assert logged == pytest.approx(expected[:4], abs=1e-7)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     lr = checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]
-    assert lr == pytest.approx(expected_lr, abs=1e-9)
+    assert lr == pytest.approx(expected[4], abs=1e-7)
 
 
 def test_full_batch_and_no_validation_or_test_split(run_training, tmp_path):

@@ -1,16 +1,27 @@
-"""Building loggers and callbacks from their config groups, and closing the TensorBoard run."""
+"""Building objects from their config groups, and closing the TensorBoard run.
+
+Every object a config describes is built through :func:`build` or under
+:func:`config_errors`, so a value the library refuses (``optimizer.momentum=-1``) is one
+line naming the key and what the library said, not Hydra's traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
+
+from dlbasics.errors import ConfigError, DlbasicsError
 
 # Lightning messages that no dlbasics user can act on.
 _NOT_ACTIONABLE = ("💡 Tip", "TPU available", "HPU available")
@@ -30,9 +41,40 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
+@contextlib.contextmanager
+def config_errors(config: Any, key: str) -> Iterator[None]:
+    """Turn an error raised while building ``config`` (found at ``key``) into a ConfigError.
+
+    The message names the key, the class, what the library said, and the keys of the node
+    that the library's message mentions (``optimizer.momentum=-1``).
+    """
+    try:
+        yield
+    except DlbasicsError:
+        raise
+    except Exception as error:  # whatever the library raises about its arguments
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        cause = cause or error
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        target = config.get("_target_", "?") if isinstance(config, Mapping) else "?"
+        named = [
+            f"{key}.{name}={value}"
+            for name, value in (config.items() if isinstance(config, Mapping) else [])
+            if not str(name).startswith("_") and re.search(rf"\b{re.escape(str(name))}\b", reason)
+        ]
+        check = f" (check {', '.join(named)})" if named else ""
+        raise ConfigError(f"{key}: {target} refused its config: {reason}{check}") from None
+
+
+def build(config: DictConfig, key: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(config, **kwargs)``, with errors as in :func:`config_errors`."""
+    with config_errors(config, key):
+        return instantiate(config, **kwargs)
+
+
 def build_loggers(config: DictConfig | None) -> list[Logger]:
     """One logger per entry of the ``logger`` group (none for ``logger=none``)."""
-    return [instantiate(entry) for entry in (config or {}).values() if entry]
+    return [build(entry, f"logger.{name}") for name, entry in (config or {}).items() if entry]
 
 
 def build_callbacks(
@@ -43,7 +85,9 @@ def build_callbacks(
     The learning-rate monitor needs a logger, and Lightning refuses a progress bar
     callback with ``trainer.enable_progress_bar=false``: each is left out when it cannot work.
     """
-    callbacks = [instantiate(entry) for entry in (config or {}).values() if entry]
+    callbacks = [
+        build(entry, f"callbacks.{name}") for name, entry in (config or {}).items() if entry
+    ]
     if not has_logger:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if not progress_bar:

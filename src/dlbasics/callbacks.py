@@ -65,6 +65,7 @@ class BestAndLastCheckpoint(Checkpoint):
         self._best_weights: dict[str, torch.Tensor] | None = None  # not yet on disk
         self._writing_best = False
         self._finished = False
+        self._started = False  # training began (after any checkpoint was restored)
         self._last_write = time.monotonic()
 
     @property
@@ -109,6 +110,9 @@ class BestAndLastCheckpoint(Checkpoint):
 
     # -- writing ------------------------------------------------------------------------
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = True
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stopped_by_signal = any(
             isinstance(c, GracefulStop) and c.received is not None for c in trainer.callbacks
@@ -120,6 +124,8 @@ class BestAndLastCheckpoint(Checkpoint):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        if not self._started:
+            return  # failed while starting (e.g. restoring a checkpoint): nothing new to keep
         if isinstance(exception, TrainingDiverged):
             self.write(trainer, last=False)  # the current weights are not finite: keep last.ckpt
         elif trainer.training:

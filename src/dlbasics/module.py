@@ -72,6 +72,24 @@ def _to_dict(config: Any) -> Any:
     return config
 
 
+class _TensorScaling:
+    """A datamodule's scaling statistics as tensors, on the device of what they scale."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+
+    def apply(self, values: torch.Tensor) -> torch.Tensor:
+        return (values - self.mean.to(values.device)) / self.std.to(values.device)
+
+    def undo(self, values: torch.Tensor) -> torch.Tensor:
+        return values * self.std.to(values.device) + self.mean.to(values.device)
+
+
+def _scaling(data: dict | None, key: str) -> _TensorScaling | None:
+    saved = (data or {}).get(key)
+    return _TensorScaling(saved["mean"], saved["std"]) if saved else None
+
+
 class SupervisedModule(pl.LightningModule):
     """Train a net built from ``net`` (a Hydra config) for ``task``.
 
@@ -85,6 +103,10 @@ class SupervisedModule(pl.LightningModule):
         scheduler: partial config of a learning-rate scheduler, or ``None``. It is stepped
             once per epoch; ``ReduceLROnPlateau`` sees the monitored loss.
         gradient_clip_val: clip the gradient norm to this value before each step.
+        data: the datamodule's :meth:`~dlbasics.data.base.InMemoryDataModule.describe`:
+            feature and class names and the training split's scaling, kept so a checkpoint
+            can be used on raw data (:meth:`predict_raw`). With a standardised target, the
+            metrics are reported in the target's own units.
     """
 
     def __init__(
@@ -96,6 +118,7 @@ class SupervisedModule(pl.LightningModule):
         optimizer: dict,
         scheduler: dict | None = None,
         gradient_clip_val: float | None = None,
+        data: dict | None = None,
     ) -> None:
         super().__init__()
         # Everything needed to rebuild the module, so `load_from_checkpoint(path)` works alone.
@@ -108,6 +131,7 @@ class SupervisedModule(pl.LightningModule):
                 "optimizer": _to_dict(optimizer),
                 "scheduler": _to_dict(scheduler),
                 "gradient_clip_val": gradient_clip_val,
+                "data": data,
             }
         )
         self.automatic_optimization = False
@@ -121,6 +145,8 @@ class SupervisedModule(pl.LightningModule):
         self._step_losses: list[torch.Tensor] = []  # this epoch's losses, on the device
         self._step_rows: list[int] = []
         self._pending_log: dict[str, float] = {}  # epoch metrics not yet written to the loggers
+        self._target_scaling = _scaling(data, "target_scaling")
+        self._feature_scaling = _scaling(data, "feature_scaling")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -212,8 +238,29 @@ class SupervisedModule(pl.LightningModule):
         self._evaluated = []
         prediction, target = torch.cat(predictions), torch.cat(targets)
         metrics = {"loss": self.loss_fn(prediction, target)}
+        if self._target_scaling is not None:  # metrics in the target's own units
+            prediction, target = (
+                self._target_scaling.undo(prediction),
+                self._target_scaling.undo(target),
+            )
         metrics.update(task_metrics(self.task, prediction, target))
         self._publish({f"{stage}/{name}": value for name, value in metrics.items()})
+
+    @torch.no_grad()
+    def predict_raw(self, features: Any) -> torch.Tensor:
+        """Predictions for raw rows (the data's own units, columns in training order).
+
+        Features are scaled with the training split's statistics kept in the checkpoint;
+        regression predictions come back in the target's own units, classification as class
+        indices (``self.hparams.data["class_names"]`` names them).
+        """
+        x = torch.as_tensor(features, dtype=torch.float32, device=self.device)
+        if self._feature_scaling is not None:
+            x = self._feature_scaling.apply(x)
+        output = self.net(x.reshape(-1, *self.hparams.input_shape))
+        if self.task == "classification":
+            return output.argmax(dim=1)
+        return self._target_scaling.undo(output) if self._target_scaling else output
 
     # -- logging ------------------------------------------------------------------------
 

@@ -2,11 +2,14 @@
 
 The run's own composed config (``.hydra/config.yaml``) is reloaded, training continues from
 its ``checkpoints/last.ckpt`` in the same directory, and TensorBoard events are appended to
-the same run. Overrides may change keys, e.g. ``trainer.max_epochs=50`` to train longer.
+the same run. Only overrides that cannot change what was trained are accepted
+(:data:`RESUMABLE`, e.g. ``trainer.max_epochs=50`` to train longer); they are written into
+the run's config and listed in ``.hydra/resumes.yaml``.
 """
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,9 +17,37 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.errors import ConfigError
 
+# Keys a resumed run may change: how long and where it trains, how it reports and saves.
+# Anything else (model, data, optimizer, seed, ...) would make the checkpoint mean another run.
+RESUMABLE = (
+    "trainer.max_epochs",
+    "trainer.accelerator",
+    "trainer.enable_progress_bar",
+    "trainer.deterministic",
+    "callbacks.progress_bar",
+    "callbacks.checkpoint.every_n_seconds",
+    "callbacks.checkpoint.every_n_epochs",
+    "callbacks.graceful_stop",
+    "test",
+)
+
+
+def check_resumable(run_dir: Path, overrides: list[str]) -> None:
+    """A ConfigError naming the first override that would change what was trained."""
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE):
+            raise ConfigError(
+                f"resume={run_dir}: {key} cannot change when resuming (the checkpoint was "
+                f"trained with the run's own value); resume accepts {', '.join(RESUMABLE)}. "
+                f"To change {key}, start a new run: python -m dlbasics.train ckpt_path="
+                f"{run_dir}/checkpoints/last.ckpt {override}"
+            )
+
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's composed config, pointed at its own directory and newest checkpoint."""
+    from dlbasics.rundir import FAILED_MARK
     from dlbasics.validate import check_key_exists
 
     config_file = run_dir / ".hydra" / "config.yaml"
@@ -24,11 +55,20 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
         raise ConfigError(f"resume={run_dir}: not a run directory (no .hydra/config.yaml in it)")
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
-        raise ConfigError(f"resume={run_dir}: there is no checkpoints/last.ckpt to resume from")
+        failed = run_dir / FAILED_MARK
+        why = (
+            f" It failed before its first checkpoint: {failed.read_text().strip()}"
+            if failed.is_file()
+            else ""
+        )
+        raise ConfigError(
+            f"resume={run_dir}: there is no checkpoints/last.ckpt to resume from.{why} "
+            "Start a new run instead."
+        )
     cfg = OmegaConf.load(config_file)
+    check_resumable(run_dir, overrides)
     for override in overrides:
-        key = override.split("=", 1)[0]
-        check_key_exists(cfg, key)
+        check_key_exists(cfg, override.split("=", 1)[0])
     cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     # Hydra resolved this to the run directory when the run started; there is no Hydra run now.
     cfg.paths.output_dir = str(run_dir)
@@ -41,11 +81,61 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def finished(checkpoint: Path, max_epochs: int) -> int | None:
-    """Epochs done if the checkpoint ends a run that finished them all, else None."""
+def record_resume(run_dir: Path, overrides: list[str]) -> None:
+    """Write the accepted overrides into the run's config and list them in resumes.yaml."""
+    config_file = run_dir / ".hydra" / "config.yaml"
+    saved = OmegaConf.load(config_file)
+    OmegaConf.save(OmegaConf.merge(saved, OmegaConf.from_dotlist(overrides)), config_file)
+    log_file = run_dir / ".hydra" / "resumes.yaml"
+    history = OmegaConf.load(log_file) if log_file.is_file() else OmegaConf.create([])
+    when = datetime.datetime.now().isoformat(timespec="seconds")
+    history.append({"resumed": when, "overrides": list(overrides)})
+    OmegaConf.save(history, log_file)
+
+
+def read_checkpoint(path: Path, key: str) -> dict:
+    """The checkpoint at ``path`` loaded on the CPU, or a ConfigError saying why it cannot be."""
     import torch
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ConfigError(f"{key}={path}: no such file") from None
+    except Exception as error:  # truncated, not a checkpoint at all, ...
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        best = Path(path).with_name("best.ckpt")
+        hint = (
+            f" The run's best.ckpt is intact: start a new run from it with "
+            f"python -m dlbasics.train ckpt_path={best}"
+            if best.is_file() and best != Path(path) and _readable(best)
+            else ""
+        )
+        raise ConfigError(
+            f"{key}={path}: cannot be read as a checkpoint ({reason}).{hint}"
+        ) from None
+
+
+def check_checkpoint(path: str | Path, module, key: str) -> None:
+    """A ConfigError if the checkpoint cannot be read or holds another model's weights."""
+    state = read_checkpoint(Path(path), key)
+    weights = state.get("state_dict")
+    if not isinstance(weights, dict):
+        raise ConfigError(f"{key}={path}: not a Lightning checkpoint (it has no state_dict)")
+    expected = module.state_dict()
+    for name, tensor in expected.items():
+        if name not in weights or tuple(weights[name].shape) != tuple(tensor.shape):
+            found = tuple(weights[name].shape) if name in weights else "nothing"
+            trained = state.get("hyper_parameters", {}).get("net", {}).get("_target_", "?")
+            raise ConfigError(
+                f"{key}={path}: the checkpoint holds another model ({trained}; '{name}' is "
+                f"{found} there, {tuple(tensor.shape)} here); start from a checkpoint of the "
+                "same model and data, or without ckpt_path"
+            )
+
+
+def finished(checkpoint: Path, max_epochs: int) -> int | None:
+    """Epochs done if the checkpoint ends a run that finished them all, else None."""
+    state = read_checkpoint(checkpoint, "resume")
     if state.get("dlbasics_finished") and state["epoch"] >= max_epochs:
         return int(state["epoch"])
     return None
@@ -55,11 +145,13 @@ def resume_run(
     run_dir: str, overrides: list[str], train: Callable, log_to_run: Callable[[Path], None]
 ) -> None:
     """Resume ``run_dir`` with ``train``, or say that it has nothing left to do."""
+    from dlbasics.rundir import claim
     from dlbasics.validate import check_config
 
     directory = Path(run_dir).resolve()
     cfg = load_run_config(directory, overrides)
     check_config(cfg)
+    claim(directory, "resume")
     done = finished(Path(cfg.ckpt_path), cfg.trainer.max_epochs)
     if done is not None:
         print(
@@ -68,5 +160,17 @@ def resume_run(
             f"trainer.max_epochs={done * 2}"
         )
         return
+    if overrides:
+        record_resume(directory, overrides)
     log_to_run(directory)
     train(cfg)
+
+
+def _readable(path: Path) -> bool:
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return False
+    return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -25,25 +26,28 @@ log = logging.getLogger("dlbasics")
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment described by a composed config; return its final metrics."""
     import lightning.pytorch as pl
-    from hydra.utils import instantiate
 
     from dlbasics import report
     from dlbasics.builders import (
+        build,
         build_callbacks,
         build_loggers,
         log_hyperparameters,
         quiet_lightning,
     )
     from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop
+    from dlbasics.resume import check_checkpoint
 
     quiet_lightning()
     report.print_config(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
 
     # The data come first: the model is sized from what they report.
-    datamodule = instantiate(cfg.data)
+    datamodule = build(cfg.data, "data")
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
+    if cfg.ckpt_path:
+        check_checkpoint(cfg.ckpt_path, module, key="ckpt_path")
 
     loggers = build_loggers(cfg.logger)
     callbacks = build_callbacks(
@@ -53,13 +57,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
     stop = next((c for c in callbacks if isinstance(c, GracefulStop)), None)
     # Without a validation split there is nothing to validate; saying so avoids Lightning's warning.
     no_validation = {} if datamodule.has_split("val") else {"limit_val_batches": 0}
-    trainer = instantiate(
+    trainer = build(
         cfg.trainer,
+        "trainer",
         logger=loggers or False,
         callbacks=callbacks,
         enable_checkpointing=checkpoint is not None,  # else Lightning adds its own, per epoch
         **no_validation,
     )
+    # What the model's inputs and outputs mean, readable beside the run (checkpoints carry it too).
+    datamodule.save_description(cfg.paths.output_dir)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except TrainingDiverged as error:
@@ -78,40 +85,59 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
-    if hasattr(datamodule, "save_class_names"):  # labels that were mapped to class indices
-        datamodule.save_class_names(cfg.paths.output_dir)
     log_hyperparameters(loggers, cfg, metrics)
     report.print_metrics(metrics, cfg.paths.output_dir)
     return metrics
 
 
 def build_module(cfg: DictConfig, datamodule):
-    """The LightningModule for ``cfg.model``, sized from the datamodule, or a ConfigError
-    when the model cannot read these data (e.g. a CNN on tabular data)."""
+    """The LightningModule for ``cfg.model``, sized from the datamodule.
+
+    The net is first built on PyTorch's ``meta`` device (shapes, no memory) to refuse a
+    model that cannot read these data (a CNN on tabular data) or could not fit in memory,
+    and the optimizer and scheduler are built once, so a value they refuse stops the run
+    here with one line rather than inside Lightning.
+    """
+    import torch
     from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
 
+    from dlbasics.builders import config_errors
     from dlbasics.module import SupervisedModule
+    from dlbasics.size import check_fits_in_memory
 
+    shape, outputs = list(datamodule.input_shape), datamodule.num_outputs
     try:
-        return SupervisedModule(
-            net=cfg.model,
-            task=datamodule.task,
-            input_shape=datamodule.input_shape,
-            num_outputs=datamodule.num_outputs,
-            optimizer=cfg.optimizer,
-            scheduler=cfg.scheduler or None,
-            gradient_clip_val=cfg.gradient_clip_val,
-        )
+        with torch.device("meta"):
+            net = instantiate(cfg.model, input_shape=shape, num_outputs=outputs)
     except (ValueError, InstantiationException) as error:
         reason = error.__cause__ if isinstance(error, InstantiationException) else error
         if not isinstance(reason, ValueError):
-            raise
+            with config_errors(cfg.model, "model"):
+                raise
         model, data = _choice(cfg, "model"), _choice(cfg, "data")
         raise ConfigError(
             f"model={model} cannot read data={data} (samples shaped "
             f"{tuple(datamodule.input_shape)}): {reason}. Image data: data=digits; "
             "tabular data suit model=mlp or model=linreg."
         ) from None
+    check_fits_in_memory(net, cfg, datamodule, f"model={_choice(cfg, 'model')}")
+    module = SupervisedModule(
+        net=cfg.model,
+        task=datamodule.task,
+        input_shape=shape,
+        num_outputs=outputs,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler or None,
+        gradient_clip_val=cfg.gradient_clip_val,
+        data=datamodule.describe(),
+    )
+    with config_errors(cfg.optimizer, "optimizer"):
+        optimizer = instantiate(cfg.optimizer)(module.parameters())
+    if cfg.scheduler:
+        with config_errors(cfg.scheduler, "scheduler"):
+            instantiate(cfg.scheduler)(optimizer)
+    return module
 
 
 def _kept(checkpoint) -> str:
@@ -141,16 +167,28 @@ def _hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from dlbasics.rundir import claim, discard_unfinished
     from dlbasics.validate import check_config
 
+    run_dir = Path(cfg.paths.output_dir)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        claim(run_dir, "hydra.sweep.dir" if in_sweep else "hydra.run.dir")
+    except DlbasicsError as error:
+        _fail(error)  # another process's directory: leave it alone
     try:
         check_config(cfg)
         metrics = train(cfg)
+    except KeyboardInterrupt:
+        # Before the graceful-stop handler is installed (imports, loading the data).
+        discard_unfinished(run_dir, "interrupted", in_sweep)
+        _fail(RunInterrupted("interrupted before training started; nothing was kept", 130))
     except DlbasicsError as error:
-        if HydraConfig.get().mode != RunMode.MULTIRUN or isinstance(error, RunInterrupted):
+        done = discard_unfinished(run_dir, f"Error: {error}", in_sweep)
+        if not in_sweep or isinstance(error, RunInterrupted):
             _fail(error)
         # One job of a sweep failing (say, a learning rate that diverges) ends that job only.
-        log.error("Error: %s", error)
+        log.error("Error: %s%s", error, f" ({done})" if done else "")
         return None
     return metrics.get("val/loss", metrics.get("train/loss"))
 

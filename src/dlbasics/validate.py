@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from numbers import Number
+from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,6 +27,7 @@ from dlbasics.config import CONFIG_DIR, group_options
 from dlbasics.errors import ConfigError
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")  # as in dlbasics.nets
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 
 
 # -- overrides -------------------------------------------------------------------------
@@ -128,6 +130,7 @@ def _first_line(error: BaseException) -> str:
 
 def check_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` naming the first key whose value cannot work."""
+    _integer_at_least(cfg, "seed", 0)
     _positive_number(cfg, "optimizer.lr")
     _integer_at_least(cfg, "trainer.max_epochs", 1)
     if cfg.data.get("batch_size") is not None:
@@ -157,12 +160,58 @@ def check_config(cfg: DictConfig) -> None:
         dropout = model.dropout
         if not _is_number(dropout) or not 0 <= dropout < 1:
             raise ConfigError(f"model.dropout={dropout}: must be a probability in [0, 1)")
+    if cfg.get("gradient_clip_val") is not None:
+        _positive_number(cfg, "gradient_clip_val")
+    check_ckpt_path(cfg)
+    check_callbacks(cfg)
     check_accelerator(cfg)
 
 
+def check_ckpt_path(cfg: DictConfig) -> None:
+    """``ckpt_path`` must name an existing file (its contents are checked once the model exists)."""
+    path = cfg.get("ckpt_path")
+    if path is None:
+        return
+    file = Path(str(path)).expanduser()
+    if not file.is_file():
+        where = "" if file.is_absolute() else f" (read from {Path.cwd()})"
+        what = "a directory, not a .ckpt file" if file.is_dir() else "no such file"
+        raise ConfigError(
+            f"ckpt_path={path}: {what}{where}; give a checkpoint such as "
+            "outputs/train/runs/<run>/checkpoints/last.ckpt, or resume=<run dir>"
+        )
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    """Values of the callbacks that Lightning would only trip over mid-run."""
+    callbacks = cfg.get("callbacks") or {}
+    checkpoint = callbacks.get("checkpoint")
+    if checkpoint:
+        if checkpoint.get("every_n_epochs") is not None:
+            _integer_at_least(cfg, "callbacks.checkpoint.every_n_epochs", 1)
+        if checkpoint.get("every_n_seconds") is not None:
+            _positive_number(cfg, "callbacks.checkpoint.every_n_seconds")
+    if float(cfg.data.get("val_fraction", 0.1) or 0) > 0:
+        return
+    for name, callback in callbacks.items():
+        monitor = str((callback or {}).get("monitor", ""))
+        # The checkpoint falls back to the training loss; a monitor of Lightning's does not.
+        if name != "checkpoint" and monitor.startswith("val/"):
+            raise ConfigError(
+                f"callbacks.{name}.monitor={monitor}: data.val_fraction=0 leaves no validation "
+                f"split to measure it on; set data.val_fraction=0.1 (or another share), or "
+                f"callbacks.{name}.monitor=train/loss"
+            )
+
+
 def check_accelerator(cfg: DictConfig) -> None:
-    """``trainer.accelerator=gpu`` needs a visible CUDA GPU (this imports torch, so last)."""
+    """One of :data:`ACCELERATORS`; ``gpu`` needs a visible CUDA GPU (imports torch, so last)."""
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: not supported by dlbasics; use one of "
+            f"{', '.join(ACCELERATORS)} (auto: a GPU when there is one)"
+        )
     if accelerator not in ("gpu", "cuda"):
         return
     import torch

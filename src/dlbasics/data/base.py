@@ -1,0 +1,238 @@
+"""The base of every datamodule here: arrays in memory, split once, served as whole batches.
+
+Every datamodule derives from :class:`InMemoryDataModule`, which needs only
+:meth:`~InMemoryDataModule.load_arrays` (features and targets as NumPy arrays). The base
+splits them once with a fixed seed, standardises features with the training split's
+statistics where that is the data's default, moves the tensors to the training device
+once, and serves whole batches (see :mod:`dlbasics.batches`).
+
+After :meth:`~InMemoryDataModule.setup` a datamodule reports what a model needs to be
+built for it: :attr:`task`, :attr:`input_shape` and :attr:`num_outputs`, and what it takes
+to use the model on raw data later: :meth:`~InMemoryDataModule.describe`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from dlbasics.batches import OrderedBatches, ShuffledChunks
+from dlbasics.data.arrays import (
+    Scaling,
+    Split,
+    Task,
+    check_finite,
+    encode_labels,
+    scale_splits,
+    split_rows,
+)
+from dlbasics.errors import DataError
+
+
+class InMemoryDataModule(pl.LightningDataModule):
+    """Base for datasets small enough to live in (device) memory.
+
+    Args:
+        task: ``"regression"`` (float targets, shape ``(N, outputs)``) or
+            ``"classification"`` (integer class labels, shape ``(N,)``).
+        batch_size: rows per optimizer step; ``None`` trains on the full training split.
+        val_fraction, test_fraction: shares of all rows held out; ``0`` means no such split.
+        standardize: scale tabular features to zero mean and unit variance using the
+            training split's statistics only.
+        standardize_target: also standardise regression targets (training statistics);
+            the module reports its metrics in the target's own units all the same.
+        stratify: keep class proportions in every split (classification only).
+        shuffle: reshuffle the training rows every epoch.
+        split_seed: seed of the train/val/test split (fixed, independent of the run's seed).
+        shuffle_seed: seed of the per-epoch order of training rows (the configs set it to
+            the run's ``seed``).
+        eval_batch_size: rows per validation/test batch (evaluation has no optimizer step).
+        steps_per_chunk: minibatches served per Lightning step (see :mod:`dlbasics.batches`).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        batch_size: int | None = 32,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        standardize: bool = True,
+        standardize_target: bool = False,
+        stratify: bool = True,
+        shuffle: bool = True,
+        split_seed: int = 0,
+        shuffle_seed: int = 0,
+        eval_batch_size: int = 4096,
+        steps_per_chunk: int = 32,
+    ) -> None:
+        super().__init__()
+        self.task = task
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.standardize = standardize
+        self.standardize_target = standardize_target
+        self.stratify = stratify
+        self.shuffle = shuffle
+        self.split_seed = split_seed
+        self.shuffle_seed = shuffle_seed
+        self.eval_batch_size = eval_batch_size
+        self.steps_per_chunk = steps_per_chunk
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.num_classes: int | None = None
+        self.class_names: list[str] = []  # class index -> original label (classification)
+        self.feature_names: list[str] = []  # input columns in order, where the data name them
+        self.target_name: str | None = None
+        self.feature_scaling: Scaling | None = None  # set by setup() when standardising
+        self.target_scaling: Scaling | None = None
+
+    # -- what subclasses provide ------------------------------------------------------
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return all features ``X`` (``(N, ...)``) and targets ``y`` (``(N,)`` or ``(N, k)``)."""
+        raise NotImplementedError
+
+    # -- what a model needs -------------------------------------------------------------
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input sample, e.g. ``(2,)`` for moons or ``(1, 8, 8)`` for digits."""
+        return tuple(self._split("train")[0].shape[1:])
+
+    @property
+    def num_outputs(self) -> int:
+        """Number of classes (classification) or of target columns (regression)."""
+        if self.task == "classification":
+            return int(self.num_classes)
+        return self._split("train")[1].shape[1]
+
+    def describe(self) -> dict[str, Any]:
+        """What it takes to use a model of these data on raw inputs, as plain Python values.
+
+        The task, the input shape, the feature and class names, and the training split's
+        scaling statistics (``None`` where nothing was scaled). The module keeps it in its
+        hyperparameters, so every checkpoint carries it.
+        """
+        return {
+            "task": self.task,
+            "input_shape": list(self.input_shape),
+            "num_outputs": self.num_outputs,
+            "feature_names": list(self.feature_names),
+            "target_name": self.target_name,
+            "class_names": list(self.class_names),
+            "feature_scaling": self.feature_scaling.to_dict() if self.feature_scaling else None,
+            "target_scaling": self.target_scaling.to_dict() if self.target_scaling else None,
+        }
+
+    def save_description(self, directory: str | Path) -> Path:
+        """Write :meth:`describe` to ``directory/data.json``: what the run's inputs and
+        outputs mean (columns in order, classes, scaling), readable without Python."""
+        file = Path(directory) / "data.json"
+        file.write_text(json.dumps(self.describe(), indent=2) + "\n")
+        return file
+
+    # -- Lightning hooks ----------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, split and standardise once; later calls (fit, then test) reuse the result."""
+        if self.splits:
+            return
+        x, y = self.load_arrays()
+        x = np.asarray(x, dtype=np.float32)
+        check_finite(x, "the features")
+        if self.task == "classification":
+            y, self.class_names = encode_labels(y)
+            self.num_classes = len(self.class_names)
+        else:
+            y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+            check_finite(y, "the target")
+        parts = self._split_rows(x, y)
+        if self.standardize and x.ndim == 2:
+            parts, self.feature_scaling = scale_splits(parts, column=0)
+        if self.standardize_target and self.task == "regression":
+            parts, self.target_scaling = scale_splits(parts, column=1)
+        self.splits = {
+            name: (torch.from_numpy(a), torch.from_numpy(b)) for name, (a, b) in parts.items()
+        }
+
+    def train_dataloader(self) -> ShuffledChunks:
+        x, y = self._on_device("train")
+        batch_size = self.batch_size or len(x)  # None: full batch
+        return ShuffledChunks(
+            x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed
+        )
+
+    def val_dataloader(self) -> OrderedBatches | list:
+        return self._eval_batches("val")
+
+    def test_dataloader(self) -> OrderedBatches | list:
+        return self._eval_batches("test")
+
+    def predict_dataloader(self) -> OrderedBatches | list:
+        return self._eval_batches("test")
+
+    def transfer_batch_to_device(
+        self, batch: Any, device: torch.device, dataloader_idx: int
+    ) -> Any:
+        # The tensors were moved to the training device once, in ``_on_device``.
+        return batch
+
+    # -- kept in checkpoints: a resumed run must see the same data ------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What Lightning stores in a checkpoint: :meth:`describe`."""
+        return self.describe() if self.splits else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Refuse to resume on data whose classes or columns changed since the checkpoint."""
+        now = self.describe() if self.splits else {}
+        for key, what in (("class_names", "classes"), ("feature_names", "feature columns")):
+            saved, current = state_dict.get(key), now.get(key)
+            if saved and current and list(saved) != list(current):
+                # Same indices, other meaning: the model's inputs or outputs would be mixed up.
+                raise DataError(
+                    f"the checkpoint was trained with {what} {list(saved)}, but the data now "
+                    f"have {list(current)}; use the original data or start a new run"
+                )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def has_split(self, name: str) -> bool:
+        """Whether the ``val`` or ``test`` split holds any rows."""
+        return name in self.splits and len(self.splits[name][0]) > 0
+
+    def _split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.splits:
+            self.setup()
+        return self.splits[name]
+
+    def _eval_batches(self, name: str) -> OrderedBatches | list:
+        if not self.has_split(name):
+            return []  # Lightning skips a loop whose loader is empty
+        x, y = self._on_device(name)
+        return OrderedBatches(x, y, self.eval_batch_size)
+
+    def _on_device(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Move a split to the trainer's device once (a no-op on CPU) and keep it there."""
+        x, y = self._split(name)
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        if x.device != device:
+            x, y = x.to(device), y.to(device)
+            self.splits[name] = (x, y)
+        return x, y
+
+    def _split_rows(self, x: np.ndarray, y: np.ndarray) -> Split:
+        """Split rows into train/val/test with ``split_seed`` (stratified for classes)."""
+        return split_rows(
+            x,
+            y,
+            self.val_fraction,
+            self.test_fraction,
+            stratify=self.task == "classification" and self.stratify,
+            seed=self.split_seed,
+        )

@@ -1,0 +1,91 @@
+"""The run directory: one owner at a time, and nothing half-made left behind.
+
+* :func:`claim` locks ``<run dir>/.lock`` for the life of the process, so a second run or
+  ``resume=`` pointed at the same directory stops with one line instead of mixing files.
+* :func:`discard_unfinished` removes what a run wrote when it failed before its first
+  checkpoint (there is nothing to resume); a job of a sweep is marked failed instead
+  (``failed.txt``), so the sweep's numbering stays readable and ``resume=`` can explain.
+
+Free of torch and Lightning imports.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+from dlbasics.errors import ConfigError
+
+FAILED_MARK = "failed.txt"
+# What dlbasics and Hydra write into a run directory; nothing else is ever removed.
+_RUN_FILES = (".hydra", "train.log", "tensorboard", "csv", "checkpoints", "data.json", ".lock")
+
+_held: dict[Path, int] = {}  # run directories locked by this process -> file descriptor
+
+
+def holds_run(directory: Path) -> bool:
+    """Whether ``directory`` already holds a run (its config or a checkpoint)."""
+    return (directory / ".hydra" / "config.yaml").is_file() or any(
+        (directory / "checkpoints").glob("*.ckpt")
+    )
+
+
+def checkpoints(directory: Path) -> list[Path]:
+    return sorted((directory / "checkpoints").glob("*.ckpt"))
+
+
+def claim(directory: Path, key: str) -> None:
+    """Lock ``directory`` for this process, or raise a ConfigError naming the owner's pid."""
+    directory = directory.resolve()
+    if directory in _held:
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.read(descriptor, 32).decode(errors="replace").strip() or "?"
+        os.close(descriptor)
+        raise ConfigError(
+            f"{key}={directory}: the run directory is in use by another process (pid {owner}); "
+            "wait for it to finish, or start a new run"
+        ) from None
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, str(os.getpid()).encode())
+    _held[directory] = descriptor
+
+
+def release(directory: Path) -> None:
+    """Give up the lock taken by :func:`claim` (it is released at exit in any case)."""
+    descriptor = _held.pop(directory.resolve(), None)
+    if descriptor is not None:
+        os.close(descriptor)
+
+
+def discard_unfinished(directory: Path, reason: str, in_sweep: bool) -> str | None:
+    """After a failure: remove the run's files if it wrote no checkpoint.
+
+    Only the files a run writes are removed, and the directory itself only if that
+    leaves it empty. In a sweep the job's directory is kept and marked with ``failed.txt``.
+    Returns what was done, in words, or None when a checkpoint exists (it is kept).
+    """
+    directory = directory.resolve()
+    if not directory.is_dir() or checkpoints(directory):
+        return None
+    if in_sweep:
+        (directory / FAILED_MARK).write_text(reason + "\n")
+        return f"marked failed: {directory / FAILED_MARK}"
+    release(directory)
+    for name in _RUN_FILES:
+        path = directory / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    try:
+        directory.rmdir()
+    except OSError:
+        return f"removed the run's files from {directory}"
+    return f"removed {directory} (no checkpoint was written)"
