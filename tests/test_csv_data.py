@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import run_cli
-from dlbasics.csv_data import CsvData
+from dlbasics.data import CsvData
 from dlbasics.errors import ConfigError, DataError
 from dlbasics.module import SupervisedModule
 
@@ -63,7 +63,9 @@ def test_regression_recovers_the_weights_of_the_file(run_training, tmp_path):
     assert linear.weight.detach().flatten().tolist() == pytest.approx([3.0, -2.0], abs=0.05)
     assert linear.bias.item() == pytest.approx(1.0, abs=0.05)
     assert metrics["test/r2"] > 0.99
-    assert not (tmp_path / "classes.json").exists()  # regression has no classes
+    described = json.loads((tmp_path / "data.json").read_text())
+    assert described["task"] == "regression" and described["class_names"] == []
+    assert described["feature_names"] == ["a", "b"]  # in the order fed to the model
 
 
 def test_classification_with_text_labels(run_training, tmp_path):
@@ -85,11 +87,12 @@ def test_classification_with_text_labels(run_training, tmp_path):
     datamodule.setup()
     assert datamodule.class_names == ["cat", "dog"]
     assert datamodule.num_outputs == 2
-    # The entry point writes them beside the run, and Lightning keeps them in checkpoints.
-    assert json.loads((tmp_path / "classes.json").read_text()) == {"classes": ["cat", "dog"]}
+    # The entry point writes them beside the run, and every checkpoint carries them.
+    described = json.loads((tmp_path / "data.json").read_text())
+    assert described["class_names"] == ["cat", "dog"]
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
-    assert checkpoint["CsvData"]["class_names"] == ["cat", "dog"]
-    assert checkpoint["CsvData"]["feature_names"] == ["x1", "x2"]
+    assert checkpoint["hyper_parameters"]["data"]["class_names"] == ["cat", "dog"]
+    assert checkpoint["hyper_parameters"]["data"]["feature_names"] == ["x1", "x2"]
 
 
 def test_listed_features_are_the_only_inputs(run_training, tmp_path):
@@ -113,18 +116,18 @@ def test_listed_features_are_the_only_inputs(run_training, tmp_path):
 def make_data(tmp_path, text: str, **options) -> CsvData:
     """A CsvData on a file holding ``text``; no validation or test split unless asked."""
     path = tmp_path / "data.csv"
-    path.write_text(text)
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     options = {"val_fraction": 0.0, "test_fraction": 0.0, "standardize": False, **options}
     return CsvData(path=str(path), **options)
 
 
 def test_skipped_text_columns_are_named_in_a_warning(tmp_path, caplog):
     data = make_data(tmp_path, "name,a,y\nann,1,2\nbob,2,4\n", target="y")
-    with caplog.at_level(logging.WARNING, logger="dlbasics.csv_data"):
+    with caplog.at_level(logging.WARNING, logger="dlbasics.data"):
         data.setup()
     assert data.feature_names == ["a"]
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert "'name' (row 1 after the header: 'ann')" in record.message
+    assert "'name' (line 2: 'ann')" in record.message
     assert "data.features" in record.message and "numbers" in record.message
 
 
@@ -150,11 +153,8 @@ def test_numeric_labels_sort_as_numbers_and_round_trip_through_state_dict(tmp_pa
     data = make_data(tmp_path, "a,y\n1,10\n2,2\n3,10\n4,2\n", target="y", task="classification")
     data.setup()
     assert data.class_names == ["2", "10"]
-    restored = CsvData(path="unused.csv", target="y", task="classification")
-    restored.load_state_dict(data.state_dict())
-    assert restored.class_names == ["2", "10"]
-    assert restored.save_class_names(tmp_path) == tmp_path / "classes.json"
-    assert json.loads((tmp_path / "classes.json").read_text()) == {"classes": ["2", "10"]}
+    assert data.save_description(tmp_path) == tmp_path / "data.json"
+    assert json.loads((tmp_path / "data.json").read_text())["class_names"] == ["2", "10"]
 
 
 def test_a_checkpoint_with_other_labels_is_refused(tmp_path):
@@ -162,6 +162,8 @@ def test_a_checkpoint_with_other_labels_is_refused(tmp_path):
     data.setup()
     with pytest.raises(DataError, match=r"trained with classes \['ant', 'bee'\].*\['cat', 'dog'\]"):
         data.load_state_dict({"class_names": ["ant", "bee"]})
+    with pytest.raises(DataError, match=r"feature columns \['b'\], but the data now have \['a'\]"):
+        data.load_state_dict({"feature_names": ["b"]})
 
 
 # -- one clear error per problem ------------------------------------------------------------------
@@ -185,32 +187,35 @@ ERRORS = {
         [r"data\.features: no column 'c' in '.*data\.csv'\. Columns: 'a', 'b', 'y'"],
     ),
     "text in a listed feature": (
-        "a,b,y\n1,2,3\n\n2,x,4\n",  # the blank line is not counted
+        "a,b,y\n1,2,3\n\n2,x,4\n",  # line numbers as an editor shows them
         {"features": ["a", "b"]},
-        [r"data\.features: column 'b' is not numeric: row 2 after the header holds 'x'"],
+        [r"data\.features: column 'b' is not numeric: line 4 of '.*' holds 'x'"],
     ),
     "text target for regression": (
         "a,y\n1,2\n2,high\n",
-        {},
+        {"task": "regression"},
         [
-            r"data\.target=y: column 'y' is not numeric \(row 2 .* 'high'\)",
+            r"data\.target=y: column 'y' is not numeric \(line 3 .* 'high'\)",
             "data.task=classification",
         ],
     ),
     "text target after a dropped row": (
         "a,y\n1,\n2,3\n3,high\n",
-        {"dropna": True},
-        [r"column 'y' is not numeric \(row 3 after the header holds 'high'\)"],
+        {"dropna": True, "task": "regression"},
+        [r"column 'y' is not numeric \(line 4 of '.*' holds 'high'\)"],
     ),
     "rows longer than the header": (
         "a,y\n1,2\n3,4,5,6\n",
         {},
-        [r"data\.path: cannot read '.*data\.csv' as CSV: .*Expected 2 fields in line 3, saw 4"],
+        [r"data\.path: line 3 of '.*data\.csv' has 4 fields but the header names 2 columns"],
     ),
     "missing values": (
         "a,b,y\n1,,3\n,2,5\n3,,7\n",
         {},
-        [r"missing values .* column\(s\) 'a' \(1\), 'b' \(2\)", r"data\.dropna=true"],
+        [
+            r"missing values .* 'a' \(1, first on line 3\), 'b' \(2, first on line 2\)",
+            r"data\.dropna=true",
+        ],
     ),
     "too few rows": (
         "a,y\n1,2\n2,3\n",
@@ -240,6 +245,48 @@ ERRORS = {
     ),
     "every row dropped": ("a,y\n1,\n,2\n", {"dropna": True}, [r"dropped every row"]),
     "one class": ("a,y\n1,cat\n2,cat\n", {"task": "classification"}, [r"one class only \('cat'\)"]),
+    # Files read exactly or refused: pandas alone would read each of these silently.
+    "every row longer than the header (scikit-learn's files)": (
+        "3,cat\n1,2,0\n3,4,1\n5,6,0\n",
+        {"target": "cat"},
+        [r"every row of '.*' has 3 fields but its first line names 2 columns", "not a header"],
+    ),
+    "a short row": (
+        "a,b,y\n1,2,3\n4,5\n6,7,8\n",
+        {},
+        [r"line 3 of '.*' has 2 fields but the header names 3 columns", "complete or remove"],
+    ),
+    "duplicate column names": (
+        "a,b,a,y\n1,2,3,4\n",
+        {},
+        [r"columns 1 and 3 of '.*' are both named 'a'"],
+    ),
+    "an unnamed index column": (
+        ",a,y\n0,1,2\n1,2,4\n",
+        {},
+        [r"column 1 of '.*' has no name in the header", r"'data\.drop=\[Unnamed: 0\]'"],
+    ),
+    "infinity in a feature": (
+        "a,y\n1,2\ninf,3\n",
+        {},
+        [r"column 'a' holds inf on line 3 of '.*'; features and targets must be finite"],
+    ),
+    "continuous numbers as classes": (
+        "a,y\n1,0.5\n2,1.25\n3,0\n",
+        {"task": "classification"},
+        [r"holds 0\.5 on line 2 of '.*', not a whole number", "data.task=regression"],
+    ),
+    "one distinct label per row": (
+        "a,y\n" + "".join(f"{i},{i}\n" for i in range(40)),
+        {"task": "classification"},
+        [r"holds 40 distinct values in 40 rows, about one per row"],
+    ),
+    "a dropped column that is not there": ("a,y\n1,2\n", {"drop": ["id"]}, [r"data\.drop: no column 'id'"]),
+    "a file in another encoding": (
+        "a,caf\xe9\n1,2\n".encode("latin-1"),
+        {"target": "café"},
+        [r"is not utf-8 text \(byte 0xe9", "data.encoding=latin-1"],
+    ),
 }
 
 
@@ -272,7 +319,7 @@ def test_missing_file_names_the_path_and_the_directory(tmp_path, monkeypatch):
 
 def test_the_rows_left_by_dropna_are_the_rows_that_are_split(tmp_path):
     text = "a,y\n1,2\n2,\n3,4\n"
-    with pytest.raises(DataError, match=r"column\(s\) 'y' \(1\); set data\.dropna=true"):
+    with pytest.raises(DataError, match=r"column\(s\) 'y' \(1, first on line 3\); set data\.dropna=true"):
         make_data(tmp_path, text, target="y").setup()
     data = make_data(tmp_path, text, target="y", dropna=True, val_fraction=0.5, test_fraction=0.4)
     with pytest.raises(DataError, match="cannot split the 2 rows"):
@@ -280,7 +327,7 @@ def test_the_rows_left_by_dropna_are_the_rows_that_are_split(tmp_path):
 
 
 def test_unknown_task_names_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="data.task=regresion: unknown task"):
+    with pytest.raises(ConfigError, match="data.task=regresion: unknown task; use data.task=auto"):
         make_data(tmp_path, "a,y\n1,2\n", target="y", task="regresion").setup()
 
 

@@ -48,12 +48,28 @@ def register_experiments(directory: Path = EXPERIMENTS_DIR) -> list[str]:
     return names
 
 
-def group_options() -> dict[str, list[str]]:
-    """Every config group and its options: the YAML files of ``conf/`` plus the presets."""
-    groups = {
-        folder.name: sorted(path.stem for path in folder.glob("*.yaml"))
-        for folder in CONFIG_DIR.iterdir()
-        if folder.is_dir()
-    }
-    groups["experiment"] = sorted(path.stem for path in EXPERIMENTS_DIR.glob("*.yaml"))
-    return groups
+def group_options(search_path: list[str] = ()) -> dict[str, list[str]]:
+    """Every config group and its options: the YAML files of ``conf/``, the presets, and
+    the folders of a search path (``file://`` or ``pkg://`` entries, the user's own)."""
+    folders = [CONFIG_DIR, *(folder for entry in search_path if (folder := _folder(entry)))]
+    groups: dict[str, set[str]] = {"experiment": {p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")}}
+    for root in folders:
+        for folder in root.iterdir():
+            if folder.is_dir() and not folder.name.startswith((".", "_")):
+                names = {path.stem for path in folder.glob("*.yaml")}
+                groups.setdefault(folder.name, set()).update(names)
+    return {group: sorted(names) for group, names in groups.items()}
+
+
+def _folder(entry: str) -> Path | None:
+    """The folder of a Hydra search-path entry, if it exists."""
+    if entry.startswith("pkg://"):
+        from importlib.resources import files
+
+        try:
+            folder = Path(str(files(entry[len("pkg://") :].replace("/", "."))))
+        except ModuleNotFoundError:
+            return None
+    else:
+        folder = Path(entry.removeprefix("file://")).expanduser()
+    return folder if folder.is_dir() else None

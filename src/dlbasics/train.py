@@ -203,22 +203,53 @@ def main() -> None:
 
             rest = [a for a in arguments if a not in resume]
             return resume_run(resume[-1].split("=", 1)[1], rest, train, _log_to_run)
-        overrides = _overrides_to_check(arguments)
-        if overrides is not None:
-            from dlbasics.validate import check_overrides
-
-            check_overrides(overrides)
+        command_line = _overrides_to_check(arguments)
+        if command_line is not None:
+            check_command_line(*command_line, multirun=bool({"-m", "--multirun"} & set(arguments)))
     except DlbasicsError as error:
         _fail(error)
     _hydra_app()
 
 
-def _overrides_to_check(arguments: list[str]) -> list[str] | None:
-    """The overrides of a plain run or multirun; None when Hydra flags (--help, --cfg,
-    --config-name, ...) change what the command means: Hydra answers those itself."""
-    if any(a.startswith("-") and a not in ("-m", "--multirun") for a in arguments):
-        return None
-    return [a for a in arguments if not a.startswith("-")]
+def check_command_line(overrides: list[str], config_dirs: list[str], multirun: bool) -> None:
+    """Everything that can be checked before Hydra makes a run directory and Lightning is
+    imported: the overrides and their values, a forced run directory, the user's CSV file."""
+    from dlbasics.data.checks import check_data
+    from dlbasics.validate import check_overrides, check_run_dir_free
+
+    configs = check_overrides(overrides, config_dirs)
+    check_run_dir_free(overrides, multirun)
+    seen = set()
+    for cfg in configs:  # each distinct data config of a sweep once
+        key = repr(cfg.data)
+        if key not in seen:
+            seen.add(key)
+            check_data(cfg.data)
+
+
+# Hydra flags after which the command does not train (Hydra answers them itself).
+_HYDRA_ANSWERS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
+                  "--shell-completion", "-sc", "--config-name", "-cn", "--config-path", "-cp",
+                  "--resolve", "--package", "-p", "--experimental-rerun"}  # fmt: skip
+_CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+
+
+def _overrides_to_check(arguments: list[str]) -> tuple[list[str], list[str]] | None:
+    """The overrides of a plain run or multirun, and the ``--config-dir`` folders; None
+    when a Hydra flag changes what the command means (``--help``, ``--cfg``, ...)."""
+    overrides, config_dirs = [], []
+    rest = iter(arguments)
+    for argument in rest:
+        flag, _, value = argument.partition("=")
+        if flag in _CONFIG_DIR_FLAGS:
+            config_dirs.append(value or next(rest, ""))
+        elif argument in ("-m", "--multirun"):
+            continue
+        elif argument.startswith("-"):
+            return None  # one of _HYDRA_ANSWERS, or a flag Hydra will refuse itself
+        else:
+            overrides.append(argument)
+    return overrides, config_dirs
 
 
 def _fail(error: DlbasicsError) -> None:

@@ -33,33 +33,84 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # -- overrides -------------------------------------------------------------------------
 
 
-def check_overrides(overrides: list[str]) -> None:
+def check_overrides(overrides: list[str], config_dirs: Iterable[str] = ()) -> list[DictConfig]:
     """Raise :class:`ConfigError` if the overrides would not compose, or if a config they
-    select has a value that cannot work (see :func:`check_config`).
+    select has a value that cannot work (see :func:`check_config`); else return the
+    composed configs (one, or one per value of a sweep).
 
     A sweep (``-m model=linreg,mlp optimizer.lr=0.1,-1``) is checked value by value, so a
-    bad value stops the whole sweep before its first job starts.
+    bad value stops the whole sweep before its first job starts. ``config_dirs``
+    (``--config-dir``) and a ``hydra.searchpath=[...]`` override add the user's own config
+    folders, whose options are checked like the package's.
     """
     try:
-        parsed = [o for o in OverridesParser.create().parse_overrides(overrides) if _is_ours(o)]
+        every = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException as error:
         raise ConfigError(f"cannot read the overrides: {error}") from None
-    groups = set(group_options())
+    search_path = [*(_as_search_path(d) for d in config_dirs), *_search_path_override(every)]
+    searching = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
+    parsed = [o for o in every if _is_ours(o)]
+    options = group_options(search_path)
     for override in parsed:
-        if _is_group(override, groups):
+        if _is_group(override, options):
             for value in _values(override):
-                _check_option(override.get_key_element().lstrip("+~"), value)
+                _check_option(override.get_key_element().lstrip("+~"), value, options)
     first = [_with_value(override, _values(override)[0]) for override in parsed]
-    structure = _compose([o for o, p in zip(first, parsed, strict=True) if _is_group(p, groups)])
+    grouped = [o for o, p in zip(first, parsed, strict=True) if _is_group(p, options)]
+    structure = _compose([*searching, *grouped])
     for override in parsed:
         key = override.get_key_element()
-        if not _is_group(override, groups) and not key.startswith(("+", "~")):
+        if not _is_group(override, options) and not key.startswith(("+", "~")):
             check_key_exists(structure, key)
-    check_config(_compose(first))
+    configs = [_compose([*searching, *first])]
     for index, override in enumerate(parsed):
         for value in _values(override)[1:]:
             variant = [*first[:index], _with_value(override, value), *first[index + 1 :]]
-            check_config(_compose(variant))
+            configs.append(_compose([*searching, *variant]))
+    for cfg in configs:
+        check_config(cfg)
+    return configs
+
+
+def check_run_dir_free(overrides: list[str], multirun: bool) -> None:
+    """A ``hydra.run.dir`` (``hydra.sweep.dir``) forced onto an earlier run is refused:
+    the new run would write over that run's config and mix its files with the old ones."""
+    from dlbasics.rundir import holds_run
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for override in overrides:
+        name, _, value = override.partition("=")
+        if name.lstrip("+") != key or not value:
+            continue
+        directory = Path(value).expanduser()
+        taken = (directory / "multirun.yaml").is_file() if multirun else holds_run(directory)
+        if taken:
+            hint = (
+                f"; to continue it: python -m dlbasics.train resume={directory}"
+                if not multirun
+                else ""
+            )
+            raise ConfigError(
+                f"{key}={value}: already holds an earlier run; choose a new directory{hint}"
+            )
+
+
+def _as_search_path(directory: str) -> str:
+    """``--config-dir my_conf`` as a search-path entry (an absolute ``file://`` path)."""
+    return f"file://{Path(directory).expanduser().resolve()}"
+
+
+def _search_path_override(overrides) -> list[str]:
+    """The entries of a ``hydra.searchpath=[...]`` override, relative files made absolute."""
+    for override in overrides:
+        if override.get_key_element().lstrip("+") == "hydra.searchpath":
+            entries = override.value()
+            entries = entries if isinstance(entries, list) else [entries]
+            return [
+                _as_search_path(e[len("file://") :]) if str(e).startswith("file://") else str(e)
+                for e in entries
+            ]
+    return []
 
 
 def _is_ours(override) -> bool:
@@ -80,18 +131,18 @@ def _with_value(override, value: str) -> str:
     return f"{override.get_key_element()}={value}"
 
 
-def _is_group(override, groups: set[str]) -> bool:
-    return override.get_key_element().lstrip("+~") in groups
+def _is_group(override, options: dict[str, list[str]]) -> bool:
+    return override.get_key_element().lstrip("+~") in options
 
 
-def _check_option(group: str, option: str) -> None:
-    options = group_options()[group]
-    if option not in options and option != "null":
-        hint = difflib.get_close_matches(option, options, n=1)
+def _check_option(group: str, option: str, options: dict[str, list[str]]) -> None:
+    known = options[group]
+    if option not in known and option != "null":
+        hint = difflib.get_close_matches(option, known, n=1)
         maybe = f" Did you mean {group}={hint[0]}?" if hint else ""
         raise ConfigError(
             f"{group}={option}: no such option in group '{group}'. "
-            f"Available: {', '.join(sorted(options))}.{maybe}"
+            f"Available: {', '.join(sorted(known))}.{maybe}"
         )
 
 

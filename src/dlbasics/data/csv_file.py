@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from dlbasics.data.arrays import Split
 from dlbasics.data.base import InMemoryDataModule
-from dlbasics.data.table import read_csv_data
-from dlbasics.errors import DataError
+from dlbasics.data.table import column_names, read_csv_data, split_file_rows
 
 log = logging.getLogger("dlbasics.data")
 
@@ -59,8 +59,8 @@ class CsvData(InMemoryDataModule):
         self.path = None if path is None else str(path)
         # A numeric header such as 2024 arrives from Hydra as an int.
         self.target = None if target is None else str(target)
-        self.features = _names(features)
-        self.drop = _names(drop) or []
+        self.features = column_names(features)
+        self.drop = column_names(drop) or []
         self.dropna = dropna
         self.sep = sep
         self.encoding = encoding
@@ -94,22 +94,14 @@ class CsvData(InMemoryDataModule):
         )
         return table.x, table.y
 
-    def _split_rows(self, x: np.ndarray, y: np.ndarray):
+    def _split_rows(self, x: np.ndarray, y: np.ndarray) -> Split:
         """The base split; when the rows cannot be split, the message names the file."""
-        try:
-            return super()._split_rows(x, y)
-        except DataError as error:
-            raise DataError(
-                f"data.val_fraction={self.val_fraction:g} and data.test_fraction="
-                f"{self.test_fraction:g} cannot split the {len(x)} rows of '{self.file}': "
-                f"{error}; or add rows to the file (0 = no such split)"
-            ) from None
-
-
-def _names(columns: list[str] | str | None) -> list[str] | None:
-    """``data.features=a`` means one column; numeric header names arrive as ints."""
-    if columns is None:
-        return None
-    if isinstance(columns, (str, int)):
-        columns = [columns]
-    return [str(name) for name in columns]
+        return split_file_rows(
+            x,
+            y,
+            self.file,
+            self.val_fraction,
+            self.test_fraction,
+            stratify=self.task == "classification" and self.stratify,
+            seed=self.split_seed,
+        )

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dlbasics.data.arrays import Split, split_rows
 from dlbasics.errors import ConfigError, DataError
 
 log = logging.getLogger("dlbasics.data")
@@ -204,6 +205,15 @@ def scan_layout(file: Path, separator: str, encoding: str) -> tuple[list[str], l
         raise DataError(f"data.path: '{file}' has no rows (only a header line: {_names(header)})")
     _check_row_lengths(file, header, len(lines), longer, shorter, separator)
     _check_names(file, header)
+    numbers = [name for name in header if _is_number(name)]
+    if len(numbers) >= max(2, len(header) // 2):
+        log.warning(
+            "data.path: the first line of '%s' has names that are numbers (%s): if it is not a "
+            "header naming each column (scikit-learn's bundled files start with counts), the "
+            "columns are not what their names say",
+            file,
+            _names(numbers),
+        )
     return header, lines
 
 
@@ -409,6 +419,35 @@ def check_finite_cells(
     )
 
 
+def column_names(columns: list[str] | str | int | None) -> list[str] | None:
+    """``data.features=a`` means one column; numeric header names arrive from Hydra as ints."""
+    if columns is None:
+        return None
+    if isinstance(columns, (str, int)):
+        columns = [columns]
+    return [str(name) for name in columns]
+
+
+def split_file_rows(
+    x: np.ndarray,
+    y: np.ndarray,
+    path: Path | None,
+    val_fraction: float,
+    test_fraction: float,
+    stratify: bool,
+    seed: int,
+) -> Split:
+    """:func:`~dlbasics.data.arrays.split_rows`, its errors naming the file's rows."""
+    try:
+        return split_rows(x, y, val_fraction, test_fraction, stratify, seed)
+    except DataError as error:
+        raise DataError(
+            f"data.val_fraction={val_fraction:g} and data.test_fraction={test_fraction:g} "
+            f"cannot split the {len(x)} rows of '{path}': {error}; or add rows to the file "
+            "(0 = no such split)"
+        ) from None
+
+
 # -- column values ---------------------------------------------------------------------------
 
 
@@ -449,7 +488,7 @@ def class_labels(column: pd.Series, target: str, path: Path) -> np.ndarray:
         if fractional.any():
             line = column.index[int(np.flatnonzero(fractional)[0])]
             raise DataError(
-                f"data.target={target}: column '{target}' holds {values[fractional][0]!r} on "
+                f"data.target={target}: column '{target}' holds {values[fractional][0]} on "
                 f"line {line} of '{path}', not a whole number: it looks like a quantity, not "
                 "class labels; use data.task=regression (or data.task=auto)"
             )
@@ -474,6 +513,14 @@ def _describe_non_numeric(column: pd.Series) -> str:
     """``'city' (line 2: 'Paris')``: the column and its first non-numeric value."""
     bad = first_non_numeric(column)
     return f"'{column.name}'" if bad is None else f"'{column.name}' (line {bad[0]}: {bad[1]!r})"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _unnamed(name: str) -> bool:

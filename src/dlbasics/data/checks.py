@@ -1,0 +1,50 @@
+"""Checking a run's data from the command line, before Lightning is imported.
+
+Reading a user's CSV file takes pandas, not Lightning: :func:`check_data` reads and checks
+it the way :class:`~dlbasics.data.CsvData` will, and tries the split, so a bad file or a
+split it cannot give is reported within a second or two, before any run directory exists.
+Data from a generator or scikit-learn are checked when the run loads them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+CSV_TARGETS = ("dlbasics.data.CsvData", "dlbasics.data.csv_file.CsvData")
+
+
+def check_data(data: DictConfig) -> None:
+    """Raise the DataError or ConfigError that loading ``data`` (``cfg.data``) would raise."""
+    if data.get("_target_") not in CSV_TARGETS:
+        return
+    from dlbasics.data.arrays import encode_labels
+    from dlbasics.data.table import column_names, read_csv_data, split_file_rows
+
+    options = OmegaConf.to_container(data, resolve=True)
+    quiet = logging.getLogger("dlbasics.data")  # the run itself logs what it read, once
+    quiet.disabled, was_disabled = True, quiet.disabled
+    try:
+        table = read_csv_data(
+            options.get("path"),
+            None if options.get("target") is None else str(options["target"]),
+            task=options.get("task", "auto"),
+            features=column_names(options.get("features")),
+            drop=column_names(options.get("drop")),
+            dropna=options.get("dropna", False),
+            sep=options.get("sep"),
+            encoding=options.get("encoding", "utf-8"),
+        )
+    finally:
+        quiet.disabled = was_disabled
+    y = encode_labels(table.y)[0] if table.task == "classification" else table.y
+    split_file_rows(
+        table.x,
+        y,
+        table.path,
+        options.get("val_fraction", 0.1),
+        options.get("test_fraction", 0.1),
+        stratify=table.task == "classification" and options.get("stratify", True),
+        seed=options.get("split_seed", 0),
+    )
