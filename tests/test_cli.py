@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -103,6 +104,40 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     result = run_cli("experiment=linreg_tiny", "trainer.max_epochs=5", cwd=work, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((work / "outputs" / "linreg_tiny" / "runs").glob("*/checkpoints/last.ckpt"))
+
+    # The README's "Extending it": a model, a dataset and an experiment in the user's folder.
+    write_user_configs(work / "my_conf")
+    result = run_cli("--config-dir", "my_conf", "experiment=my_exp", cwd=work, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = (work / "outputs" / "my_exp" / "runs").iterdir()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert '"input_shape": [\n    1\n  ]' in (run / "data.json").read_text()
+    # The checks stay on with the user's folder, by either route.
+    for route in (["--config-dir", "my_conf"], ["hydra.searchpath=[file://my_conf]"]):
+        for overrides, expected in (
+            (["model=wide_mpl"], "Available: cnn, linreg, mlp, wide_mlp. Did you mean model=wide_mlp?"),
+            (["model=wide_mlp", "trainer.max_epoch=2"], "Did you mean trainer.max_epochs?"),
+        ):
+            result = run_cli(*route, *overrides, cwd=work, env=env)
+            assert result.returncode == 2, result.stderr[-3000:]
+            assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def write_user_configs(folder: Path) -> None:
+    """A user's own config folder, as the README's "Extending it" shows it."""
+    for group in ("model", "data", "experiment"):
+        (folder / group).mkdir(parents=True)
+    (folder / "model" / "wide_mlp.yaml").write_text(
+        "_target_: dlbasics.nets.MLP\nhidden_sizes: [16]\nactivation: tanh\ndropout: 0.0\n"
+    )
+    (folder / "data" / "line.yaml").write_text(
+        "_target_: dlbasics.data.PointsData\nx: [[0], [1], [2], [3]]\ny: [1, 3, 5, 7]\n"
+        "batch_size: null\nshuffle_seed: ${seed}\n"
+    )
+    (folder / "experiment" / "my_exp.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /model: wide_mlp\n"
+        "  - override /data: line\ntask_name: my_exp\ntrainer:\n  max_epochs: 3\n"
+    )
 
 
 def test_readme_commands_compose(make_config):

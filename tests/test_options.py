@@ -191,6 +191,7 @@ def test_bf16_mixed_precision_trains_on_cpu(run_training, tmp_path):
     bf16 (its losses differ from a float32 run's)."""
     common = ("model=mlp", "data=moons", "optimizer.lr=0.01", "trainer.max_epochs=5", "logger=csv")
     _, metrics = run_training(*common, "+trainer.precision=bf16-mixed")
+    (tmp_path / "fp32").mkdir()  # a run directory, as Hydra would have made it
     run_training(*common, f"paths.output_dir={tmp_path / 'fp32'}")
     mixed = [row["train/loss"] for row in epoch_rows(tmp_path)]
     full = [row["train/loss"] for row in epoch_rows(tmp_path / "fp32")]

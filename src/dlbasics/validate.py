@@ -186,7 +186,11 @@ def check_config(cfg: DictConfig) -> None:
     _integer_at_least(cfg, "trainer.max_epochs", 1)
     if cfg.data.get("batch_size") is not None:
         _integer_at_least(cfg, "data.batch_size", 1)
-    fractions = [_fraction(cfg, f"data.{name}") for name in ("val_fraction", "test_fraction")]
+    fractions = [  # a user's own datamodule may have neither key
+        _fraction(cfg, f"data.{name}")
+        for name in ("val_fraction", "test_fraction")
+        if name in cfg.data
+    ]
     if sum(fractions) >= 1:
         raise ConfigError(
             f"data.val_fraction + data.test_fraction = {sum(fractions):g} leaves no training "
