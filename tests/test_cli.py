@@ -154,6 +154,8 @@ def test_readme_commands_compose(make_config):
         words = shlex.split(command.split("#")[0])[3:]
         if "--help" in words or "--cfg" in words or any(w.startswith("resume=") for w in words):
             continue  # Hydra's own flags; resume is exercised in test_resume.py
+        if "--config-dir" in words or any(w.startswith("hydra.searchpath") for w in words):
+            continue  # the user's own folder: run in test_installed_wheel_runs_from_another_directory
         overrides = [w for w in words if not w.startswith("-")]
         if "-m" in words:  # a sweep: compose its first combination
             overrides = [w.split(",")[0] if "[" not in w else w for w in overrides]
