@@ -134,7 +134,16 @@ def test_plateau_scheduler_halves_the_lr_when_the_val_loss_stalls(run_training, 
 
 # Trained elsewhere: linear, iris, make_regression, moons, digits, blobs (test_training),
 # points and make_regression (test_experiments), csv (test_csv_data).
-TRAINED_ELSEWHERE = {"linear", "iris", "make_regression", "moons", "digits", "blobs", "points", "csv"}
+TRAINED_ELSEWHERE = {
+    "linear",
+    "iris",
+    "make_regression",
+    "moons",
+    "digits",
+    "blobs",
+    "points",
+    "csv",
+}
 # option: task, one sample's shape, outputs, test metric, bar after 2 epochs of an MLP
 # (measured: circles 0.98 acc where a linear model gets 0.58; make_classification 0.76, 3
 # classes; wine 0.94, majority class 0.40; breast_cancer 0.95, majority 0.63; diabetes R² 0.35).
@@ -158,8 +167,12 @@ def test_each_data_option_reports_its_shape_and_trains(run_training, tmp_path, d
     and features shuffled against labels (the score would fall to chance)."""
     task, input_shape, num_outputs, metric, bar = DATA_OPTIONS[data]
     _, metrics = run_training(
-        "model=mlp", f"data={data}", "optimizer=adam", "optimizer.lr=0.01",
-        "trainer.max_epochs=2", "logger=csv",
+        "model=mlp",
+        f"data={data}",
+        "optimizer=adam",
+        "optimizer.lr=0.01",
+        "trainer.max_epochs=2",
+        "logger=csv",
     )
     module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
     assert module.hparams.task == task
@@ -184,7 +197,9 @@ def cpu_can_autocast_bf16() -> bool:
         return False
 
 
-@pytest.mark.skipif(not cpu_can_autocast_bf16(), reason="this torch build has no bf16 autocast on CPU")
+@pytest.mark.skipif(
+    not cpu_can_autocast_bf16(), reason="this torch build has no bf16 autocast on CPU"
+)
 def test_bf16_mixed_precision_trains_on_cpu(run_training, tmp_path):
     """trainer.precision=bf16-mixed takes the module's Lightning optimizer path (the only one
     mixed precision uses): it must learn, count every optimizer step, and really run in

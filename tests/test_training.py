@@ -20,15 +20,16 @@ MOONS = ("data=moons", "data.n_samples=2000", "data.test_fraction=0.25")
 LINEAR_MOONS_ACCURACY = 0.854
 MOONS_BAR = 0.93
 
+SGD, ADAM = "optimizer=sgd", "optimizer=adam optimizer.lr=0.01"
 COMBINATIONS = [
     # model, data, task, overrides, the test score it must reach (accuracy or R²)
-    ("linreg", "linear", "regression", "optimizer=sgd optimizer.lr=0.1", 0.5),
-    ("linreg", "iris", "classification", "optimizer=sgd optimizer.lr=0.5", 0.75),  # softmax regression
-    ("mlp", "make_regression", "regression", "optimizer=adam optimizer.lr=0.01", 0.5),
+    ("linreg", "linear", "regression", f"{SGD} optimizer.lr=0.1", 0.5),
+    ("linreg", "iris", "classification", f"{SGD} optimizer.lr=0.5", 0.75),  # softmax regression
+    ("mlp", "make_regression", "regression", ADAM, 0.5),
     # Above MOONS_BAR: the MLP must find the curved boundary (0.968 measured after 5 epochs).
-    ("mlp", "moons", "classification", f"optimizer=adam optimizer.lr=0.01 {' '.join(MOONS[1:])}", MOONS_BAR),
-    ("mlp", "digits", "classification", "optimizer=adam optimizer.lr=0.01", 0.75),  # flattened images
-    ("cnn", "digits", "classification", "optimizer=adam optimizer.lr=0.01", 0.75),  # 1 x 8 x 8 images
+    ("mlp", "moons", "classification", " ".join([ADAM, *MOONS[1:]]), MOONS_BAR),
+    ("mlp", "digits", "classification", ADAM, 0.75),  # flattened images
+    ("cnn", "digits", "classification", ADAM, 0.75),  # 1 x 8 x 8 images
 ]
 
 
@@ -53,7 +54,11 @@ def test_a_linear_model_cannot_reach_the_moons_bar(run_training):
     """Keeps MOONS_BAR honest: were the data or split to change so that a linear model
     cleared the bar, the moons and activation tests would no longer prove nonlinearity."""
     _, metrics = run_training(
-        "model=linreg", *MOONS, "optimizer=adam", "optimizer.lr=0.02", "trainer.max_epochs=20",
+        "model=linreg",
+        *MOONS,
+        "optimizer=adam",
+        "optimizer.lr=0.02",
+        "trainer.max_epochs=20",
         "logger=none",
     )
     assert metrics["test/acc"] == pytest.approx(LINEAR_MOONS_ACCURACY, abs=0.03)
@@ -64,8 +69,13 @@ def test_a_linear_model_cannot_reach_the_moons_bar(run_training):
 def test_every_activation_learns_what_a_linear_model_cannot(run_training, activation):
     """An activation that is ignored or built as the identity leaves the MLP linear (0.854)."""
     cfg, metrics = run_training(
-        "model=mlp", f"model.activation={activation}", *MOONS, "optimizer=adam",
-        "optimizer.lr=0.02", "trainer.max_epochs=20", "logger=none",
+        "model=mlp",
+        f"model.activation={activation}",
+        *MOONS,
+        "optimizer=adam",
+        "optimizer.lr=0.02",
+        "trainer.max_epochs=20",
+        "logger=none",
     )
     assert cfg.model.activation == activation
     assert metrics["test/acc"] >= MOONS_BAR, f"{activation}: {metrics['test/acc']:.3f}"

@@ -133,6 +133,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Write :meth:`describe` to ``directory/data.json``: what the run's inputs and
         outputs mean (columns in order, classes, scaling), readable without Python."""
         file = Path(directory) / "data.json"
+        file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(json.dumps(self.describe(), indent=2) + "\n")
         return file
 
