@@ -114,17 +114,8 @@ class Scaling:
     def apply(self, values: np.ndarray) -> np.ndarray:
         return ((values - self.mean) / self.std).astype(np.float32)
 
-    def undo(self, values: np.ndarray) -> np.ndarray:
-        return (values * self.std + self.mean).astype(np.float32)
-
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, saved: dict | None) -> Scaling | None:
-        if not saved:
-            return None
-        return cls(np.asarray(saved["mean"], np.float32), np.asarray(saved["std"], np.float32))
 
 
 def scale_splits(parts: Split, column: int) -> tuple[Split, Scaling]:
