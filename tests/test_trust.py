@@ -305,3 +305,14 @@ def test_the_run_records_the_features_in_order(run_training, tmp_path):
     described = json.loads((tmp_path / "data.json").read_text())
     assert described["feature_names"] == ["z", "a"]
     assert described["task"] == "classification" and described["class_names"] == ["0", "1"]
+
+
+def test_a_file_is_read_once_unless_it_changes(tmp_path):
+    """The command line's pre-check and the run that follows share one reading."""
+    path = tmp_path / "d.csv"
+    path.write_text("a,y\n1,2\n2,4\n3,6\n")
+    first = read_csv_data(str(path), "y", task="regression")
+    assert read_csv_data(str(path), "y", task="regression") is first
+    assert read_csv_data(str(path), "y", task="regression", features=["a"]) is not first
+    path.write_text("a,y\n1,2\n2,4\n3,7\n")  # another size: read again
+    assert read_csv_data(str(path), "y", task="regression").y.tolist() == [2, 4, 7]

@@ -227,10 +227,6 @@ def check_command_line(overrides: list[str], config_dirs: list[str], multirun: b
             check_data(cfg.data)
 
 
-# Hydra flags after which the command does not train (Hydra answers them itself).
-_HYDRA_ANSWERS = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
-                  "--shell-completion", "-sc", "--config-name", "-cn", "--config-path", "-cp",
-                  "--resolve", "--package", "-p", "--experimental-rerun"}  # fmt: skip
 _CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
@@ -246,7 +242,7 @@ def _overrides_to_check(arguments: list[str]) -> tuple[list[str], list[str]] | N
         elif argument in ("-m", "--multirun"):
             continue
         elif argument.startswith("-"):
-            return None  # one of _HYDRA_ANSWERS, or a flag Hydra will refuse itself
+            return None  # --help, --cfg, --config-name, ...: Hydra answers those itself
         else:
             overrides.append(argument)
     return overrides, config_dirs

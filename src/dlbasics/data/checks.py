@@ -8,7 +8,7 @@ Data from a generator or scikit-learn are checked when the run loads them.
 
 from __future__ import annotations
 
-import logging
+import inspect
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,24 +20,12 @@ def check_data(data: DictConfig) -> None:
     if data.get("_target_") not in CSV_TARGETS:
         return
     from dlbasics.data.arrays import encode_labels
-    from dlbasics.data.table import column_names, read_csv_data, split_file_rows
+    from dlbasics.data.table import read_csv_data, split_file_rows
 
     options = OmegaConf.to_container(data, resolve=True)
-    quiet = logging.getLogger("dlbasics.data")  # the run itself logs what it read, once
-    quiet.disabled, was_disabled = True, quiet.disabled
-    try:
-        table = read_csv_data(
-            options.get("path"),
-            None if options.get("target") is None else str(options["target"]),
-            task=options.get("task", "auto"),
-            features=column_names(options.get("features")),
-            drop=column_names(options.get("drop")),
-            dropna=options.get("dropna", False),
-            sep=options.get("sep"),
-            encoding=options.get("encoding", "utf-8"),
-        )
-    finally:
-        quiet.disabled = was_disabled
+    # The keys of conf/data/csv.yaml that say how to read the file, as CsvData passes them.
+    reading = inspect.signature(read_csv_data).parameters
+    table = read_csv_data(**{key: value for key, value in options.items() if key in reading})
     y = encode_labels(table.y)[0] if table.task == "classification" else table.y
     split_file_rows(
         table.x,

@@ -17,7 +17,7 @@ import numpy as np
 
 from dlbasics.data.arrays import Split
 from dlbasics.data.base import InMemoryDataModule
-from dlbasics.data.table import column_names, read_csv_data, split_file_rows
+from dlbasics.data.table import read_csv_data, split_file_rows
 
 log = logging.getLogger("dlbasics.data")
 
@@ -57,10 +57,9 @@ class CsvData(InMemoryDataModule):
         # Both are required, but checked when the data are loaded: an error raised here would
         # reach the user wrapped in Hydra's InstantiationException, with a traceback.
         self.path = None if path is None else str(path)
-        # A numeric header such as 2024 arrives from Hydra as an int.
-        self.target = None if target is None else str(target)
-        self.features = column_names(features)
-        self.drop = column_names(drop) or []
+        self.target = target  # names as the user gave them; read_csv_data reads them as meant
+        self.features = features
+        self.drop = drop
         self.dropna = dropna
         self.sep = sep
         self.encoding = encoding
@@ -78,6 +77,8 @@ class CsvData(InMemoryDataModule):
             sep=self.sep,
             encoding=self.encoding,
         )
+        for level, message in table.notes:
+            log.log(level, message)
         self.file = table.path
         self.task = table.task
         self.feature_names = table.feature_names

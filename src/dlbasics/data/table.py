@@ -26,8 +26,6 @@ import pandas as pd
 from dlbasics.data.arrays import Split, split_rows
 from dlbasics.errors import ConfigError, DataError
 
-log = logging.getLogger("dlbasics.data")
-
 TASKS = ("auto", "regression", "classification")
 # `data.sep=tab` is easier to type than a quoted tab character.
 SEPARATOR_NAMES = {"tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
@@ -48,14 +46,23 @@ class CsvTable:
     path: Path
     separator: str
     lines: np.ndarray = field(repr=False)  # the file line of each row of x
+    # What a user should hear about the reading, as (logging level, message): the
+    # datamodule logs them into the run's log; the pre-check before the run has no log.
+    notes: list[tuple[int, str]] = field(default_factory=list)
+
+
+Notes = list[tuple[int, str]]
+# The last file read, and the arguments that read it: the command line's pre-check and the
+# run that follows in the same process share one reading of the file.
+_last_read: tuple[tuple, CsvTable] | None = None
 
 
 def read_csv_data(
     path: str | None,
-    target: str | None,
+    target: str | int | None,
     task: str = "auto",
-    features: list[str] | None = None,
-    drop: list[str] | None = None,
+    features: list[str] | str | None = None,
+    drop: list[str] | str | None = None,
     dropna: bool = False,
     sep: str | None = None,
     encoding: str = "utf-8",
@@ -65,8 +72,13 @@ def read_csv_data(
     Args mirror the keys of ``conf/data/csv.yaml``: ``task`` is ``auto`` (text labels or a
     few whole numbers -> classification, otherwise regression), ``regression`` or
     ``classification``; ``features`` lists the input columns (``None``: every numeric column
-    but the target and ``drop``); ``sep`` is detected when ``None``.
+    but the target and ``drop``); ``sep`` is detected when ``None``. Numeric column names
+    (a header ``2024`` arrives from Hydra as an int) and a single name for a list are taken
+    as the user meant them. An unchanged file read with the same arguments is read once.
     """
+    global _last_read
+    target = None if target is None else str(target)
+    features, drop = column_names(features), column_names(drop) or []
     if task not in TASKS:
         raise ConfigError(
             f"data.task={task}: unknown task; use data.task=auto, data.task=regression or "
@@ -74,10 +86,15 @@ def read_csv_data(
         )
     check_encoding(encoding)
     file = resolve_path(path)
-    separator = resolve_separator(file, sep, encoding)
-    header, lines = scan_layout(file, separator, encoding)
+    status = file.stat()
+    arguments = (file, status.st_mtime_ns, status.st_size, target, task, features, drop)
+    arguments += (dropna, sep, encoding)
+    if _last_read is not None and _last_read[0] == arguments:
+        return _last_read[1]
+    notes: Notes = []
+    separator = resolve_separator(file, sep, encoding, notes)
+    header, lines = scan_layout(file, separator, encoding, notes)
     table = read_table(file, separator, encoding, header, lines)
-    drop = [str(name) for name in drop or []]
     check_target_exists(table, target, file)
     check_dropped(table, drop, target, file)
     task, reason = choose_task(table[target], target) if task == "auto" else (task, "data.task")
@@ -86,9 +103,9 @@ def read_csv_data(
     feature_names = (
         checked_features(table, features, target, file)
         if features is not None
-        else default_features(table, target, drop, file)
+        else default_features(table, target, drop, file, notes)
     )
-    used = drop_missing(table[[*feature_names, target]], dropna, file)
+    used = drop_missing(table[[*feature_names, target]], dropna, file, notes)
     x = used[feature_names].to_numpy(dtype=np.float64)
     check_finite_cells(used, feature_names, x, file)
     if task == "classification":
@@ -96,7 +113,7 @@ def read_csv_data(
     else:
         y = used[target].to_numpy(dtype=np.float64)
         check_finite_cells(used, [target], y[:, None], file)
-    return CsvTable(
+    result = CsvTable(
         x=x,
         y=y,
         feature_names=feature_names,
@@ -106,7 +123,10 @@ def read_csv_data(
         path=file,
         separator=separator,
         lines=used.index.to_numpy(),
+        notes=notes,
     )
+    _last_read = (arguments, result)
+    return result
 
 
 # -- the file and its layout -------------------------------------------------------------
@@ -144,7 +164,7 @@ def resolve_path(path: str | None) -> Path:
     raise DataError(f"data.path: no such file '{path}'{where}")
 
 
-def resolve_separator(file: Path, sep: str | None, encoding: str) -> str:
+def resolve_separator(file: Path, sep: str | None, encoding: str, notes: Notes) -> str:
     """``data.sep`` as given (``tab`` etc. by name), or the separator detected in the file."""
     if sep is not None:
         separator = SEPARATOR_NAMES.get(str(sep), str(sep))
@@ -163,11 +183,15 @@ def resolve_separator(file: Path, sep: str | None, encoding: str) -> str:
     except csv.Error:
         return ","  # one column, or nothing to go by
     if separator != ",":
-        log.info("data.sep: the columns of '%s' are separated by %r", file, separator)
+        notes.append(
+            (logging.INFO, f"data.sep: the columns of '{file}' are separated by {separator!r}")
+        )
     return separator
 
 
-def scan_layout(file: Path, separator: str, encoding: str) -> tuple[list[str], list[int]]:
+def scan_layout(
+    file: Path, separator: str, encoding: str, notes: Notes
+) -> tuple[list[str], list[int]]:
     """The header's column names and the file line of every data row.
 
     Every row must have as many fields as the header names columns: pandas would drop
@@ -207,13 +231,12 @@ def scan_layout(file: Path, separator: str, encoding: str) -> tuple[list[str], l
     _check_names(file, header)
     numbers = [name for name in header if _is_number(name)]
     if len(numbers) >= max(2, len(header) // 2):
-        log.warning(
-            "data.path: the first line of '%s' has names that are numbers (%s): if it is not a "
-            "header naming each column (scikit-learn's bundled files start with counts), the "
-            "columns are not what their names say",
-            file,
-            _names(numbers),
-        )
+        notes.append((
+            logging.WARNING,
+            f"data.path: the first line of '{file}' has names that are numbers "
+            f"({_names(numbers)}): if it is not a header naming each column (scikit-learn's "
+            "bundled files start with counts), the columns are not what their names say",
+        ))  # fmt: skip
     return header, lines
 
 
@@ -320,7 +343,9 @@ def choose_task(column: pd.Series, target: str) -> tuple[str, str]:
     return "regression", f"'{target}' holds numbers ({distinct} {kind})"
 
 
-def default_features(table: pd.DataFrame, target: str, drop: list[str], path: Path) -> list[str]:
+def default_features(
+    table: pd.DataFrame, target: str, drop: list[str], path: Path, notes: Notes
+) -> list[str]:
     """Every numeric column but the target and ``data.drop``; others are skipped with a warning."""
     others = [name for name in table.columns if name != target and name not in drop]
     numeric = [name for name in others if pd.api.types.is_numeric_dtype(table[name])]
@@ -336,12 +361,11 @@ def default_features(table: pd.DataFrame, target: str, drop: list[str], path: Pa
     if skipped:
         # Skipping is the useful default (ids, names, dates), but it must not go unnoticed.
         details = ", ".join(_describe_non_numeric(table[name]) for name in skipped)
-        log.warning(
-            "data.features=null: skipping non-numeric column(s) %s of '%s'. To use one as "
-            "a feature, make its values numbers and list it in data.features.",
-            details,
-            path,
-        )
+        notes.append((
+            logging.WARNING,
+            f"data.features=null: skipping non-numeric column(s) {details} of '{path}'. To use "
+            "one as a feature, make its values numbers and list it in data.features.",
+        ))  # fmt: skip
     if not numeric:
         raise DataError(
             f"data.features: '{path}' has no numeric column besides the target "
@@ -380,7 +404,7 @@ def checked_features(
     return list(features)
 
 
-def drop_missing(used: pd.DataFrame, dropna: bool, path: Path) -> pd.DataFrame:
+def drop_missing(used: pd.DataFrame, dropna: bool, path: Path, notes: Notes) -> pd.DataFrame:
     """Drop rows with missing values if ``dropna``; otherwise name the columns and lines."""
     missing = used.isna()
     counts = missing.sum()
@@ -397,8 +421,9 @@ def drop_missing(used: pd.DataFrame, dropna: bool, path: Path) -> pd.DataFrame:
             "set data.dropna=true to drop those rows, or fill them in"
         )
     kept = used.dropna()
-    log.info(
-        "data.dropna=true: dropped %d of %d rows of '%s'", len(used) - len(kept), len(used), path
+    dropped = len(used) - len(kept)
+    notes.append(
+        (logging.INFO, f"data.dropna=true: dropped {dropped} of {len(used)} rows of '{path}'")
     )
     if kept.empty:
         raise DataError(f"data.dropna=true dropped every row of '{path}': no rows are left")
