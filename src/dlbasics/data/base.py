@@ -147,7 +147,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         x = np.asarray(x, dtype=np.float32)
         check_finite(x, "the features")
         if self.task == "classification":
-            y, self.class_names = encode_labels(y)
+            key = f"data.target={self.target_name}" if self.target_name else "data"
+            y, self.class_names = encode_labels(y, key)
             self.num_classes = len(self.class_names)
         else:
             y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)

@@ -26,7 +26,11 @@ def check_data(data: DictConfig) -> None:
     # The keys of conf/data/csv.yaml that say how to read the file, as CsvData passes them.
     reading = inspect.signature(read_csv_data).parameters
     table = read_csv_data(**{key: value for key, value in options.items() if key in reading})
-    y = encode_labels(table.y)[0] if table.task == "classification" else table.y
+    y = (
+        encode_labels(table.y, f"data.target={table.target}")[0]
+        if table.task == "classification"
+        else table.y
+    )
     split_file_rows(
         table.x,
         y,
