@@ -53,6 +53,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = build_callbacks(
         cfg.callbacks, has_logger=bool(loggers), progress_bar=cfg.trainer.enable_progress_bar
     )
+    will_test = bool(cfg.test) and datamodule.has_split("test")
+    if cfg.get("figures"):  # drawn after the test, or after training when no test follows
+        callbacks.append(build(cfg.figures, "figures", evaluate_after_fit=not will_test))
     checkpoint = next((c for c in callbacks if isinstance(c, BestAndLastCheckpoint)), None)
     stop = next((c for c in callbacks if isinstance(c, GracefulStop)), None)
     # Without a validation split there is nothing to validate; saying so avoids Lightning's warning.
@@ -80,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
-    if cfg.test and datamodule.has_split("test"):
+    if will_test:
         best = checkpoint.best_path if checkpoint and checkpoint.best_path.exists() else None
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})

@@ -219,6 +219,7 @@ def check_config(cfg: DictConfig) -> None:
         _positive_number(cfg, "gradient_clip_val")
     check_ckpt_path(cfg)
     check_callbacks(cfg)
+    check_figures(cfg)
     check_accelerator(cfg)
 
 
@@ -257,6 +258,19 @@ def check_callbacks(cfg: DictConfig) -> None:
                 f"split to measure it on; set data.val_fraction=0.1 (or another share), or "
                 f"callbacks.{name}.monitor=train/loss"
             )
+
+
+def check_figures(cfg: DictConfig) -> None:
+    """How often figures are taken and drawn (``figures=none`` has nothing to check)."""
+    figures = cfg.get("figures") or {}
+    for key, check in (
+        ("every_n_epochs", lambda k: _integer_at_least(cfg, k, 1)),
+        ("frames", lambda k: _integer_at_least(cfg, k, 1)),
+        ("draw_every_seconds", lambda k: _number_at_least(cfg, k, 0)),
+        ("max_images", lambda k: _integer_at_least(cfg, k, 0)),
+    ):
+        if figures.get(key) is not None:
+            check(f"figures.{key}")
 
 
 def check_accelerator(cfg: DictConfig) -> None:

@@ -114,6 +114,10 @@ class Scaling:
     def apply(self, values: np.ndarray) -> np.ndarray:
         return ((values - self.mean) / self.std).astype(np.float32)
 
+    def undo(self, values: np.ndarray) -> np.ndarray:
+        """Back to the data's own units (what figures and predictions show)."""
+        return (values * self.std + self.mean).astype(np.float32)
+
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 

@@ -88,8 +88,13 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.class_names: list[str] = []  # class index -> original label (classification)
         self.feature_names: list[str] = []  # input columns in order, where the data name them
         self.target_name: str | None = None
+        self.label_names: dict[str, str] = {}  # label -> readable name (iris: "0" -> "setosa")
         self.feature_scaling: Scaling | None = None  # set by setup() when standardising
         self.target_scaling: Scaling | None = None
+        # The weights and bias that generated the data, in its own units, where known
+        # (data=linear, make_regression, points with weights): figures draw them.
+        self.true_weights: np.ndarray | None = None
+        self.true_bias: float | None = None
 
     # -- what subclasses provide ------------------------------------------------------
 
@@ -137,6 +142,19 @@ class InMemoryDataModule(pl.LightningDataModule):
         file.write_text(json.dumps(self.describe(), indent=2) + "\n")
         return file
 
+    def original_split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """A split as NumPy arrays in the data's own units (scaling undone), on the host.
+
+        Features keep their shape (images stay images); classification targets are class
+        indices (:attr:`class_names` names them), regression targets ``(N, outputs)``.
+        """
+        x, y = (tensor.detach().cpu().numpy() for tensor in self._split(name))
+        if self.feature_scaling is not None:
+            x = self.feature_scaling.undo(x)
+        if self.target_scaling is not None:
+            y = self.target_scaling.undo(y)
+        return x, y
+
     # -- Lightning hooks ----------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
@@ -148,7 +166,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         check_finite(x, "the features")
         if self.task == "classification":
             key = f"data.target={self.target_name}" if self.target_name else "data"
-            y, self.class_names = encode_labels(y, key)
+            y, labels = encode_labels(y, key)
+            self.class_names = [self.label_names.get(label, label) for label in labels]
             self.num_classes = len(self.class_names)
         else:
             y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)

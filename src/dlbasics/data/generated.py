@@ -30,6 +30,7 @@ class LinearData(InMemoryDataModule):
         super().__init__(task="regression", standardize=standardize, **split_options)
         self.weights = list(weights)
         self.bias = bias
+        self.true_weights, self.true_bias = np.asarray(self.weights, dtype=float), float(bias)
         self.noise = noise
         self.n_samples = n_samples
         self.random_state = random_state
@@ -46,7 +47,11 @@ class LinearData(InMemoryDataModule):
 
 
 class PointsData(InMemoryDataModule):
-    """A handful of points written in the config, e.g. ``x: [[1], [2], [3]]``, ``y: [2, 4, 6]``."""
+    """A handful of points written in the config, e.g. ``x: [[1], [2], [3]]``, ``y: [2, 4, 6]``.
+
+    ``weights`` and ``bias``, if given, are the line the points come from (``y = 2x``:
+    ``weights: [2]``, ``bias: 0``); figures draw it beside the fitted one.
+    """
 
     def __init__(
         self,
@@ -56,6 +61,8 @@ class PointsData(InMemoryDataModule):
         standardize: bool = False,
         val_fraction: float = 0.0,
         test_fraction: float = 0.0,
+        weights: list[float] | None = None,
+        bias: float = 0.0,
         **split_options: Any,
     ) -> None:
         super().__init__(
@@ -66,6 +73,8 @@ class PointsData(InMemoryDataModule):
             **split_options,
         )
         self.x, self.y = x, y
+        if weights is not None:
+            self.true_weights, self.true_bias = np.asarray(weights, dtype=float), float(bias)
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self.x, dtype=np.float64).reshape(len(self.x), -1), np.asarray(self.y)

@@ -17,7 +17,7 @@ class SklearnData(InMemoryDataModule):
 
     ``function`` names the function in :mod:`sklearn.datasets`; every keyword that is not a
     split option (``n_samples``, ``noise``, ``random_state``, ...) is passed on to it.
-    Bundled sets are called with ``return_X_y=True``.
+    Bundled sets also name their features and classes (``bmi``, ``setosa``).
     """
 
     def __init__(self, function: str, task: Task, **kwargs: Any) -> None:
@@ -31,10 +31,19 @@ class SklearnData(InMemoryDataModule):
         datasets = importlib.import_module("sklearn.datasets")
         make = getattr(datasets, self.function)
         if self.function.startswith(("load_", "fetch_")):
-            x, y = make(return_X_y=True, **self.function_kwargs)
-        else:
-            x, y = make(**self.function_kwargs)[:2]
-        return x, y
+            bundle = make(**self.function_kwargs)
+            # Names that figures and predictions show: "bmi" rather than x3, "setosa" rather than 0.
+            self.feature_names = [str(name) for name in bundle.get("feature_names", [])]
+            names = bundle.get("target_names")
+            if self.task == "classification" and names is not None:
+                self.label_names = {str(i): str(name) for i, name in enumerate(names)}
+            return np.asarray(bundle.data), np.asarray(bundle.target)
+        if self.function == "make_regression":  # it can tell the coefficients it used
+            x, y, coefficients = make(coef=True, **self.function_kwargs)
+            self.true_weights = np.asarray(coefficients, dtype=float)
+            self.true_bias = float(self.function_kwargs.get("bias", 0.0))
+            return x, y
+        return make(**self.function_kwargs)[:2]
 
 
 class DigitsData(InMemoryDataModule):

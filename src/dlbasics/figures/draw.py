@@ -1,0 +1,327 @@
+"""The figures of a run, drawn from plain arrays: no Lightning, no torch, no pyplot.
+
+Each ``*_figure`` function takes NumPy arrays in the data's own units and returns a
+:class:`matplotlib.figure.Figure`. Figures are built with matplotlib's object API on its
+non-interactive Agg canvas, so drawing never opens a window and needs no display. The
+numbers behind the figures (least squares, a linear model in original units, confusion
+counts, a grid over the plane) are separate functions, so they can be tested without pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+SIZE = (5.0, 4.0)  # inches; at DPI pixels this is small enough to draw in a few tens of ms
+DPI = 90
+TRAIN_STYLE = {"marker": "o", "s": 14, "alpha": 0.45, "label": "train"}
+TEST_STYLE = {"marker": "^", "s": 22, "alpha": 0.9, "label": "test"}
+
+
+# -- the numbers behind the figures ---------------------------------------------------------
+
+
+def least_squares(x: np.ndarray, y: np.ndarray, bias: bool = True) -> tuple[np.ndarray, float]:
+    """The closed-form least-squares fit ``y ~ x . w + b`` (``numpy.linalg.lstsq``).
+
+    ``x`` is ``(N, features)``, ``y`` is ``(N,)``. Returns ``(w, b)``; ``b`` is 0 when
+    ``bias`` is false (a line through the origin).
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    design = np.hstack([x, np.ones((len(x), 1))]) if bias else x
+    solution = np.linalg.lstsq(design, np.asarray(y, dtype=np.float64).ravel(), rcond=None)[0]
+    return (solution[:-1], float(solution[-1])) if bias else (solution, 0.0)
+
+
+def linear_in_original_units(
+    weight: np.ndarray,
+    bias: float,
+    feature_mean: np.ndarray | None = None,
+    feature_std: np.ndarray | None = None,
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
+) -> tuple[np.ndarray, float]:
+    """A linear model trained on standardised data, rewritten for the data's own units.
+
+    With ``x_s = (x - m) / s`` and ``y = y_s * t_s + t_m``, the model ``y_s = x_s . w + b``
+    is ``y = x . (t_s * w / s) + t_s * (b - (m / s) . w) + t_m``.
+    """
+    weight = np.asarray(weight, dtype=np.float64).ravel()
+    mean = np.zeros_like(weight) if feature_mean is None else np.asarray(feature_mean, float)
+    std = np.ones_like(weight) if feature_std is None else np.asarray(feature_std, float)
+    original = target_std * weight / std
+    intercept = target_std * (bias - float(np.dot(mean / std, weight))) + target_mean
+    return original, float(intercept)
+
+
+def confusion_counts(true: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """``counts[i, j]``: rows of class ``i`` predicted as class ``j``."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (np.asarray(true, int), np.asarray(predicted, int)), 1)
+    return counts
+
+
+def plane_grid(points: np.ndarray, steps: int = 120, margin: float = 0.08) -> np.ndarray:
+    """``steps x steps`` points covering ``points`` (``(N, 2)``) with a margin, as ``(steps², 2)``."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    pad = (high - low) * margin + 1e-9
+    axes = [np.linspace(low[i] - pad[i], high[i] + pad[i], steps) for i in range(2)]
+    first, second = np.meshgrid(*axes)
+    return np.column_stack([first.ravel(), second.ravel()])
+
+
+def line_grid(x: np.ndarray, steps: int = 100, margin: float = 0.05) -> np.ndarray:
+    """Evenly spaced values covering the 1-D inputs ``x``, as a ``(steps, 1)`` column."""
+    low, high = float(np.min(x)), float(np.max(x))
+    pad = (high - low) * margin + 1e-9
+    return np.linspace(low - pad, high + pad, steps).reshape(-1, 1)
+
+
+# -- the figures ----------------------------------------------------------------------------
+
+
+def new_figure(size: tuple[float, float] = SIZE, fixed_margins: bool = False) -> Figure:
+    """A figure on the non-interactive Agg canvas (no window, no global pyplot state).
+
+    Figures redrawn during training (plain numeric axes) take fixed margins: matplotlib's
+    constrained layout, which fits margins to the labels, costs about half of a small
+    figure's drawing time.
+    """
+    figure = Figure(figsize=size, dpi=DPI, layout=None if fixed_margins else "constrained")
+    if fixed_margins:
+        figure.subplots_adjust(left=0.15, right=0.96, bottom=0.13, top=0.92)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def fitted_line_figure(
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray] | None,
+    line_x: np.ndarray,
+    fitted_y: np.ndarray,
+    true_y: np.ndarray | None = None,
+    x_name: str = "x",
+    y_name: str = "y",
+    title: str = "",
+) -> Figure:
+    """One-feature regression: the data, the true line where known, and the model's fit."""
+    figure = new_figure(fixed_margins=True)
+    axes = figure.add_subplot()
+    # Lines first, points on top; the true line dashed over the fit, so both stay visible.
+    axes.plot(line_x.ravel(), fitted_y.ravel(), color="tab:red", lw=2.5, label="fitted", zorder=2)
+    if true_y is not None:
+        axes.plot(line_x.ravel(), true_y.ravel(), "k--", lw=1.3, label="true line", zorder=3)
+    size = 40 if len(train[0]) < 50 else 14
+    axes.scatter(
+        train[0].ravel(), train[1].ravel(), color="tab:blue", zorder=4, **{**TRAIN_STYLE, "s": size}
+    )
+    if test is not None and len(test[0]):
+        axes.scatter(test[0].ravel(), test[1].ravel(), color="tab:orange", zorder=5, **TEST_STYLE)
+    axes.set(xlabel=x_name, ylabel=y_name, title=title)
+    axes.legend(loc="best", fontsize="small")
+    return figure
+
+
+def weights_figure(
+    names: Sequence[str],
+    learned: np.ndarray,
+    least_squares_fit: np.ndarray,
+    true: np.ndarray | None = None,
+    title: str = "",
+) -> Figure:
+    """A linear model's weights (bias last) beside least squares and, where known, the truth."""
+    many = len(names) > 6  # rotated tick labels need margins fitted to them
+    figure = new_figure((max(5.0, 0.55 * len(names) + 2), 4.0), fixed_margins=not many)
+    axes = figure.add_subplot()
+    series = [("learned", learned, "tab:red"), ("least squares", least_squares_fit, "tab:gray")]
+    if true is not None:
+        series.append(("true", true, "black"))
+    width = 0.8 / len(series)
+    positions = np.arange(len(names))
+    for i, (label, values, color) in enumerate(series):
+        offset = (i - (len(series) - 1) / 2) * width
+        bars = axes.bar(positions + offset, values, width, label=label, color=color)
+        if len(names) <= 8:  # the values themselves, while they fit
+            axes.bar_label(bars, fmt="%.3g", fontsize="x-small", padding=1)
+    axes.axhline(0, color="black", lw=0.6)
+    axes.set_xticks(
+        positions, list(names), rotation=45 if many else 0, ha="right" if many else "center"
+    )
+    axes.set(ylabel="value (data's own units)", title=title)
+    axes.legend(loc="best", fontsize="small")
+    return figure
+
+
+def predicted_vs_actual_figure(
+    actual: np.ndarray, predicted: np.ndarray, name: str = "y", title: str = ""
+) -> Figure:
+    """Predictions against the truth, with the ``y = x`` diagonal a perfect model lies on."""
+    figure = new_figure()
+    axes = figure.add_subplot()
+    actual, predicted = actual.ravel(), predicted.ravel()
+    axes.scatter(actual, predicted, s=14, alpha=0.6, color="tab:blue")
+    low = float(min(actual.min(), predicted.min()))
+    high = float(max(actual.max(), predicted.max()))
+    axes.plot([low, high], [low, high], "k--", lw=1, label="y = x")
+    axes.set(xlabel=f"actual {name}", ylabel=f"predicted {name}", title=title)
+    axes.set_aspect("equal", adjustable="datalim")
+    axes.legend(loc="best", fontsize="small")
+    return figure
+
+
+def residuals_figure(
+    actual: np.ndarray, predicted: np.ndarray, name: str = "y", title: str = ""
+) -> Figure:
+    """Residuals (actual − predicted) against the prediction, and their histogram."""
+    figure = new_figure((7.0, 3.6))
+    scatter, histogram = figure.subplots(1, 2, width_ratios=[2, 1])
+    predicted = predicted.ravel()
+    residuals = actual.ravel() - predicted
+    scatter.scatter(predicted, residuals, s=14, alpha=0.6, color="tab:blue")
+    scatter.axhline(0, color="black", lw=1, ls="--")
+    scatter.set(xlabel=f"predicted {name}", ylabel="residual (actual − predicted)", title=title)
+    histogram.hist(
+        residuals,
+        bins=min(30, max(5, len(residuals) // 5)),
+        orientation="horizontal",
+        color="tab:blue",
+        alpha=0.7,
+    )
+    histogram.set(xlabel="rows")
+    histogram.sharey(scatter)
+    return figure
+
+
+def decision_regions_figure(
+    grid: np.ndarray,
+    grid_classes: np.ndarray,
+    points: np.ndarray,
+    point_classes: np.ndarray,
+    class_names: Sequence[str],
+    feature_names: Sequence[str] = ("x1", "x2"),
+    title: str = "",
+) -> Figure:
+    """Two-feature classification: the class the model picks over the plane, points on top.
+
+    ``grid`` is a square grid from :func:`plane_grid`, ``grid_classes`` the predicted class
+    at each of its points, ``points`` and ``point_classes`` the rows to show with their
+    true classes — all in the data's own units.
+    """
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    figure = new_figure(fixed_margins=True)
+    axes = figure.add_subplot()
+    steps = int(round(np.sqrt(len(grid))))
+    colors = [f"C{i % 10}" for i in range(len(class_names))]
+    cmap = ListedColormap(colors)
+    norm = BoundaryNorm(np.arange(len(class_names) + 1) - 0.5, len(class_names))
+    axes.contourf(
+        grid[:, 0].reshape(steps, steps),
+        grid[:, 1].reshape(steps, steps),
+        grid_classes.reshape(steps, steps),
+        levels=np.arange(len(class_names) + 1) - 0.5,
+        cmap=cmap,
+        norm=norm,
+        alpha=0.3,
+    )
+    for index, name in enumerate(class_names):
+        mine = point_classes == index
+        axes.scatter(
+            points[mine, 0],
+            points[mine, 1],
+            s=12,
+            color=colors[index],
+            edgecolor="black",
+            linewidth=0.3,
+            label=str(name),
+        )
+    axes.set(xlabel=feature_names[0], ylabel=feature_names[1], title=title)
+    axes.legend(loc="best", fontsize="small", title="true class")
+    return figure
+
+
+def confusion_matrix_figure(
+    counts: np.ndarray, class_names: Sequence[str], title: str = ""
+) -> Figure:
+    """Counts and row-normalised shares (recall per class) side by side, labelled by class."""
+    size = 3.2 + 0.35 * len(class_names)
+    figure = new_figure((2 * size + 0.8, size))
+    panels = figure.subplots(1, 2)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    labels = [str(name) for name in class_names]
+    small = len(labels) <= 12  # write the numbers into the cells while they stay legible
+    for axes, values, caption, fmt in (
+        (panels[0], counts, "counts", "d"),
+        (panels[1], shares, "share of each true class", ".2f"),
+    ):
+        axes.imshow(values, cmap="Blues", vmin=0, vmax=max(values.max(), 1e-12))
+        ticks = np.arange(len(labels))
+        axes.set_xticks(
+            ticks,
+            labels,
+            rotation=45 if len(labels) > 4 else 0,
+            ha="right" if len(labels) > 4 else "center",
+        )
+        axes.set_yticks(ticks, labels)
+        axes.set(xlabel="predicted", ylabel="true", title=caption)
+        if small:
+            threshold = values.max() / 2
+            for (i, j), value in np.ndenumerate(values):
+                axes.text(
+                    j,
+                    i,
+                    format(value, fmt),
+                    ha="center",
+                    va="center",
+                    fontsize="small",
+                    color="white" if value > threshold else "black",
+                )
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def misclassified_figure(
+    images: np.ndarray,
+    true: np.ndarray,
+    predicted: np.ndarray,
+    class_names: Sequence[str],
+    title: str = "",
+    columns: int = 8,
+) -> Figure:
+    """A grid of misclassified images (``(N, H, W)`` or ``(N, 1, H, W)``), titled true → predicted."""
+    images = np.asarray(images).reshape(len(images), *np.asarray(images).shape[-2:])
+    count = max(len(images), 1)
+    columns = min(columns, count)
+    rows = int(np.ceil(count / columns))
+    figure = new_figure((max(4.0, 1.1 * columns + 0.4), 1.25 * rows + 0.8))
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    for axes in grid:
+        axes.axis("off")
+    for axes, image, t, p in zip(grid, images, true, predicted, strict=False):
+        axes.imshow(image, cmap="gray_r")
+        axes.set_title(f"{class_names[t]} → {class_names[p]}", fontsize="small", color="tab:red")
+    if not len(images):
+        grid[0].text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+    figure.suptitle(title or "misclassified (true → predicted)")
+    return figure
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure rendered as PNG."""
+    from io import BytesIO
+
+    buffer = BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def rgb_array(figure: Figure) -> np.ndarray:
+    """The figure rendered as an ``(H, W, 3)`` uint8 array (what TensorBoard's images take)."""
+    canvas = figure.canvas
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
