@@ -5,10 +5,11 @@ For each workload W1-W4 the same process alternates a plain loop (tensors in mem
 full ``dlbasics.train`` run composed from the documented config keys (TensorBoard logging,
 checkpoints, default callbacks). It reports the steady-state time per epoch (from the end of
 the first epoch to the end of the last), the ratio, and checks that both reach the same loss.
-Then it times whole processes: ``python -m dlbasics.train`` of W2 against a plain script that
-imports torch and runs the same 1000 steps, with their peak memory.
+Then it times whole runs with the default figures against ``figures=none`` (the figures'
+own cost), and whole processes: ``python -m dlbasics.train`` of W2 against a plain script
+that imports torch and runs the same 1000 steps, with their peak memory.
 
-    python benchmarks/bench.py [--repeats 3] [--only W3 W4] [--no-startup]
+    python benchmarks/bench.py [--repeats 3] [--only W3 W4] [--no-startup] [--no-figures]
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class EpochTimer:
         return _Timer()
 
 
-def compose_workload(name: str, run_dir: str):
+def compose_workload(name: str, run_dir: str, *extra: str):
     register_experiments()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose(
@@ -68,6 +69,7 @@ def compose_workload(name: str, run_dir: str):
                 *WORKLOADS[name].split(),
                 f"paths.output_dir={run_dir}",
                 "+callbacks.epoch_timer._target_=__main__.EpochTimer",
+                *extra,
             ],
         )
 
@@ -86,6 +88,34 @@ def run_dlbasics(name: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as run_dir:
         metrics = train(compose_workload(name, run_dir))
     return steady_per_epoch(EPOCH_ENDS), metrics.get("val/loss", metrics["train/loss"])
+
+
+def whole_run_seconds(name: str, *extra: str) -> float:
+    """Wall seconds of ``train()`` from start to end (fit, test, figures), imports done."""
+    from dlbasics.train import train
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = compose_workload(name, run_dir, *extra)
+        started = time.perf_counter()
+        train(cfg)
+        return time.perf_counter() - started
+
+
+def figures_cost(names: list[str], repeats: int) -> list[dict]:
+    """Whole runs with the default figures against ``figures=none``, alternated.
+
+    Progress figures are only *taken* between epochs (a forward pass over a grid) and drawn
+    after training, so the per-epoch times above hardly see them; this is their full cost.
+    """
+    rows = []
+    for name in names:
+        with_figures, without = [], []
+        for _ in range(repeats):
+            with_figures.append(whole_run_seconds(name))
+            without.append(whole_run_seconds(name, "figures=none"))
+        on, off = statistics.median(with_figures), statistics.median(without)
+        rows.append({"workload": name, "off": off, "on": on, "extra": on - off})
+    return rows
 
 
 def run_plain(name: str) -> tuple[float, float]:
@@ -211,6 +241,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(WORKLOADS))
     parser.add_argument("--no-startup", action="store_true")
+    parser.add_argument("--no-figures", action="store_true")
     args = parser.parse_args()
 
     rows = compare(args.only, args.repeats)
@@ -224,6 +255,11 @@ def main() -> None:
             f"| {r['workload']} | {r['plain_ms']:.2f} | {r['dlbasics_ms']:.2f} | {r['ratio']:.2f}x "
             f"| {r['plain_loss']:.4g} | {r['dlbasics_loss']:.4g} |"
         )
+    if not args.no_figures:
+        print("\n| workload | whole run, figures=none s | default figures s | figures cost s |")
+        print("| --- | ---: | ---: | ---: |")
+        for r in figures_cost(args.only, args.repeats):
+            print(f"| {r['workload']} | {r['off']:.2f} | {r['on']:.2f} | {r['extra']:+.2f} |")
     if not args.no_startup:
         print("\n| whole process | seconds | peak RSS MiB |\n| --- | ---: | ---: |")
         for r in startup(args.repeats):

@@ -119,7 +119,7 @@ class RunFigures(Callback):
             return
         datamodule = trainer.datamodule
         split = shown_split(datamodule)
-        title = f"final model, {split} split ({self._epochs_done} epochs)"
+        title = f"final model ({self._epochs_done} epochs)"
         inputs = progress_inputs(module, datamodule, self.kinds, title)
         inputs.update(
             evaluation_inputs(module, datamodule, split, self.kinds, title, self.max_images)

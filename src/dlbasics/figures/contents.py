@@ -117,18 +117,13 @@ def weights_inputs(module, datamodule, x_train, y_train, title: str) -> dict[str
     )
     fitted, fitted_intercept = draw.least_squares(x_train, y_train, bias=has_bias)
     names = feature_names(datamodule, len(learned))
-    true = None
     known = datamodule.true_weights
-    if known is not None and np.size(known) == len(learned):
-        true = np.append(np.ravel(known), datamodule.true_bias or 0.0)
-    if not has_bias and true is not None:
-        true = true[:-1]
-    if has_bias:
-        names, learned, fitted = (
-            names + ["bias"],
-            np.append(learned, intercept),
-            np.append(fitted, fitted_intercept),
-        )
+    true = np.ravel(known) if known is not None and np.size(known) == len(learned) else None
+    if has_bias:  # the intercept as one more bar
+        names = [*names, "bias"]
+        learned = np.append(learned, intercept)
+        fitted = np.append(fitted, fitted_intercept)
+        true = None if true is None else np.append(true, datamodule.true_bias or 0.0)
     return {
         "names": names,
         "learned": learned,
@@ -144,6 +139,7 @@ def evaluation_inputs(
     """Keyword arguments of each figure that judges the model on one split."""
     x, y = datamodule.original_split(split)
     predicted = predict(module, x)
+    title = f"{title}, {split} split"
     inputs: dict[str, dict] = {}
     if datamodule.task == "regression":
         name = datamodule.target_name or "y"
@@ -166,6 +162,6 @@ def evaluation_inputs(
             "true": y[wrong],
             "predicted": predicted[wrong],
             "class_names": class_names,
-            "title": f"{title}: {int((predicted != y).sum())} misclassified (true → predicted)",
+            "title": f"{title}\n{int((predicted != y).sum())} misclassified (true → predicted)",
         }
     return inputs
