@@ -149,7 +149,12 @@ def test_fitted_line_is_the_models_own_line_in_original_units(run_training, tmp_
     assert intercept == pytest.approx(weights["learned"][1], rel=1e-4, abs=1e-3)
     # In original units, not standardised ones: the line spans the raw inputs.
     raw_x, raw_y, coefficients = make_regression(
-        n_samples=120, n_features=1, n_informative=1, noise=10.0, bias=3.0, random_state=0,
+        n_samples=120,
+        n_features=1,
+        n_informative=1,
+        noise=10.0,
+        bias=3.0,
+        random_state=0,
         coef=True,
     )
     coefficients = np.ravel(coefficients)
@@ -195,9 +200,7 @@ def test_confusion_matrix_adds_up_to_the_test_split_and_the_logged_accuracy(run_
 
 
 def test_decision_regions_are_the_models_classes_in_original_units(run_training):
-    cfg, _ = run_training(
-        "model=mlp", "data=moons", "data.n_samples=600", "trainer.max_epochs=5"
-    )
+    cfg, _ = run_training("model=mlp", "data=moons", "data.n_samples=600", "trainer.max_epochs=5")
     datamodule, module = trained(cfg)
     regions = progress_inputs(module, datamodule, ALL_KINDS, "t")
     assert set(regions) == {"decision_regions"}
@@ -206,7 +209,9 @@ def test_decision_regions_are_the_models_classes_in_original_units(run_training)
     grid, points = regions["grid"], regions["points"]
     # The plane covers the raw points (moons span about [-1, 2] x [-0.5, 1]), and the
     # points drawn are raw rows, not standardised ones.
-    assert (grid.min(axis=0) <= raw.min(axis=0)).all() and (grid.max(axis=0) >= raw.max(axis=0)).all()
+    assert (grid.min(axis=0) <= raw.min(axis=0)).all() and (
+        grid.max(axis=0) >= raw.max(axis=0)
+    ).all()
     assert is_among(points[:, 0], raw[:, 0]) and is_among(points[:, 1], raw[:, 1])
     scaled = datamodule.feature_scaling.apply(grid)
     expected = module(torch.as_tensor(scaled)).argmax(dim=1).numpy()
@@ -216,7 +221,10 @@ def test_decision_regions_are_the_models_classes_in_original_units(run_training)
 
 def test_misclassified_digits_are_the_wrong_test_images(run_training):
     cfg, metrics = run_training(
-        "model=mlp", "data=digits", "model.hidden_sizes=[16]", "trainer.max_epochs=2",
+        "model=mlp",
+        "data=digits",
+        "model.hidden_sizes=[16]",
+        "trainer.max_epochs=2",
         "figures.max_images=5",
     )
     datamodule, module = trained(cfg)
@@ -285,8 +293,12 @@ def test_each_preset_leaves_its_figures_in_tensorboard_and_figures_folder(
 
 
 def test_figures_none_and_switched_off_kinds(run_training, tmp_path):
-    run_training("experiment=linreg_tiny", "trainer.max_epochs=3", "figures.residuals=false",
-                 "figures.every_n_epochs=2")
+    run_training(
+        "experiment=linreg_tiny",
+        "trainer.max_epochs=3",
+        "figures.residuals=false",
+        "figures.every_n_epochs=2",
+    )
     steps = image_steps(tmp_path)
     assert "figures/residuals" not in steps and steps["figures/fitted_line"] == [2, 3]
     assert not (tmp_path / "figures" / "residuals.png").exists()
@@ -298,8 +310,9 @@ def test_no_figures_with_figures_none(run_training, tmp_path):
 
 
 def test_png_files_without_tensorboard(run_training, tmp_path):
-    run_training("model=mlp", "data=moons", "data.n_samples=300", "trainer.max_epochs=2",
-                 "logger=csv")
+    run_training(
+        "model=mlp", "data=moons", "data.n_samples=300", "trainer.max_epochs=2", "logger=csv"
+    )
     assert {p.name for p in (tmp_path / "figures").iterdir()} == {
         "decision_regions.png",
         "confusion_matrix.png",
