@@ -47,7 +47,7 @@ def test_a_run_leaves_its_own_directory_with_everything(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert "linreg_tiny" in (run_dir / ".hydra" / "config.yaml").read_text()
     assert (run_dir / "train.log").stat().st_size > 0
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run_dir / "tb").glob("*/events.out.tfevents.*"))
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     # The console shows the config tree, a closing table and where the run went; no warnings.
     assert "Final metrics" in result.stdout and f"Run directory: {run_dir}" in result.stdout

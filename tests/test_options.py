@@ -116,9 +116,9 @@ def test_plateau_scheduler_halves_the_lr_when_the_val_loss_stalls(run_training, 
         "logger=csv",
     )
     rows = epoch_rows(tmp_path)
-    logged = [row["lr"] for row in rows]
+    logged = [row["train/lr"] for row in rows]
     assert len(logged) == 20
-    # `lr` is logged as float32: compare to within its precision.
+    # `train/lr` is logged as float32: compare to within its precision.
     assert logged[0] == pytest.approx(0.1, rel=1e-6) and min(logged) < 0.03  # lowered twice
     assert all(later <= earlier for earlier, later in zip(logged, logged[1:], strict=False))
     # Exactly when: the logged val losses, fed to a fresh ReduceLROnPlateau, give the same lrs.

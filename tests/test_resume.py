@@ -82,10 +82,10 @@ def wait_for_training(cwd: Path, timeout: float = 120) -> Path:
     """The run directory, once its TensorBoard events exist (the fit loop is starting)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        events = list(cwd.glob("outputs/train/runs/*/tensorboard/events.*"))
+        events = list(cwd.glob("outputs/train/runs/*/tb/*/events.*"))
         if events:
             time.sleep(2.0)  # a few epochs in
-            return events[0].parents[1]
+            return events[0].parents[2]
         time.sleep(0.2)
     raise AssertionError("training did not start")
 
@@ -107,7 +107,8 @@ def test_a_signal_stops_at_an_epoch_end_with_a_checkpoint_and_resume_command(tmp
     # The TensorBoard events were flushed: one train loss per finished epoch.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    (tensorboard_run,) = (run_dir / "tb").iterdir()
+    events = EventAccumulator(str(tensorboard_run), size_guidance={"scalars": 0})
     events.Reload()
     assert len(events.Scalars("train/loss")) == epochs_done
     # Resume in place for two more epochs; TensorBoard continues the same run.
@@ -115,7 +116,8 @@ def test_a_signal_stops_at_an_epoch_end_with_a_checkpoint_and_resume_command(tmp
     assert result.returncode == 0, result.stdout[-3000:]
     events.Reload()
     steps = [point.step for point in events.Scalars("train/loss")]
-    assert len(steps) == epochs_done + 2 and steps == sorted(steps)
+    assert steps == list(range(1, epochs_done + 3))  # epochs trained, in the same folder
+    assert [path.name for path in (run_dir / "tb").iterdir()] == [tensorboard_run.name]
 
 
 def test_ckpt_path_starts_a_new_run_from_a_given_checkpoint(tmp_path):

@@ -190,7 +190,7 @@ def test_every_optimizer_reduces_the_loss(run_training, tmp_path, optimizer):
 
 # From lr 0.1 over 4 epochs: step halves it every 2 epochs, cosine follows
 # 0.1 * (1 + cos(pi * epoch / 4)) / 2 down to eta_min = 0 at T_max = max_epochs, and no
-# scheduler leaves it alone. `lr` is logged for each epoch as it was during that epoch.
+# scheduler leaves it alone. `train/lr` is logged for each epoch as it was during that epoch.
 COSINE = [0.1 * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in range(5)]
 SCHEDULES = {
     "step": [0.1, 0.1, 0.05, 0.05, 0.025],
@@ -215,7 +215,7 @@ def test_schedulers_change_the_learning_rate_per_epoch(run_training, tmp_path, s
         "logger=csv",
     )
     expected = SCHEDULES[scheduler]
-    logged = [row["lr"] for row in read_csv_metrics(tmp_path) if "lr" in row]
+    logged = [row["train/lr"] for row in read_csv_metrics(tmp_path) if "train/lr" in row]
     assert logged == pytest.approx(expected[:4], abs=1e-7)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     lr = checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]

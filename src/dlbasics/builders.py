@@ -1,4 +1,4 @@
-"""Building objects from their config groups, and closing the TensorBoard run.
+"""Building objects from their config groups, and a run's row in TensorBoard's HPARAMS tab.
 
 Every object a config describes is built through :func:`build` or under
 :func:`config_errors`, so a value the library refuses (``optimizer.momentum=-1``) is one
@@ -8,6 +8,7 @@ line naming the key and what the library said, not Hydra's traceback.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import logging
 import re
 import warnings
@@ -18,10 +19,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.errors import ConfigError, DlbasicsError
+from dlbasics.loggers import TensorBoardLogger
 
 # Lightning messages that no dlbasics user can act on.
 _NOT_ACTIONABLE = ("💡 Tip", "TPU available", "HPU available")
@@ -95,29 +97,83 @@ def build_callbacks(
     return callbacks
 
 
-def log_hyperparameters(
-    loggers: list[Logger], cfg: DictConfig, metrics: Mapping[str, float]
-) -> None:
-    """Fill TensorBoard's HPARAMS tab: the run's config against its real final metrics.
+# Config keys that say nothing about what a run learned: left out of the HPARAMS table,
+# so that its columns are the ones that tell runs apart.
+_NOT_HPARAMS = (
+    "paths/*",
+    "callbacks/*",
+    "logger/*",
+    "figures/*",
+    "ckpt_path",
+    "*/_partial_",
+    "trainer/default_root_dir",
+    "trainer/enable_progress_bar",
+    "trainer/enable_model_summary",
+    "trainer/log_every_n_steps",
+    "trainer/num_sanity_val_steps",
+    "data/shuffle_seed",  # the run's seed again
+)
+# Config groups whose chosen option is not a setting of the experiment.
+_NOT_CHOICES = ("hydra", "paths", "logger", "callbacks", "figures")
 
-    The metric values themselves come from the scalars already logged under the same
-    names; this writes only the session summary that links them, so no placeholder
-    (Lightning's ``hp_metric = -1``) and no duplicate scalar appear.
+
+def run_hparams(cfg: DictConfig) -> dict[str, object]:
+    """A run's row of TensorBoard's HPARAMS table: the option chosen in each config group
+    (``model: mlp``, ``optimizer: adam``) and the config values that can change what is
+    learned (``optimizer/lr``, ``model/hidden_sizes``, ``seed``, ...).
+
+    A group's ``_target_`` is left out where its option is known (it names the same thing).
+    """
+    from dlbasics.config import run_record
+
+    choices, _ = run_record(cfg.paths.output_dir)
+    chosen = {
+        group: option
+        for group, option in choices.items()
+        if "/" not in group and group not in _NOT_CHOICES
+    }
+    left_out = (*_NOT_HPARAMS, *(f"{group}/_target_" for group in chosen))
+    values = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {
+        **chosen,
+        **{
+            # TensorBoard would show a bool as 1 or 0: "True" reads as what it is.
+            key: str(value) if isinstance(value, bool) else value
+            for key, value in values.items()
+            if not _matches(key, left_out)
+        },
+    }
+
+
+def start_session(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Open the run's row in TensorBoard's HPARAMS tab: its :func:`run_hparams`.
+
+    Only a session's start and end are written, no experiment summary: TensorBoard then
+    builds one table over all runs, with the union of their hyperparameters as columns
+    and every scalar they logged as metrics (one run's summary would set the columns of
+    all). The metric values are the last points of those scalars, the final ones.
     """
     from torch.utils.tensorboard.summary import hparams
 
-    params = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    params = {
-        key: value
-        for key, value in params.items()
-        if not key.startswith(("paths/", "callbacks/", "logger/"))
-    }
+    _, session_start, _ = hparams(run_hparams(cfg), {})
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment._get_file_writer()
-            for summary in hparams(params, dict(metrics)):
-                writer.add_summary(summary)
-            logger.experiment.flush()
+            logger.write(session_start)
+
+
+def end_session(loggers: list[Logger]) -> None:
+    """Mark the run's HPARAMS row finished and close its events file."""
+    from torch.utils.tensorboard.summary import hparams
+
+    _, _, session_end = hparams({}, {})
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.write(session_end)
+            logger.close()
+
+
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
 
 
 def _flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:

@@ -178,6 +178,13 @@ def _atomic_save(trainer: pl.Trainer, path: Path) -> None:
     os.replace(temporary, path)
 
 
+# The latest epoch's metrics on the bar: loss and the task's headline metric, train
+# beside val (the full set is in TensorBoard and the closing table).
+_ON_THE_BAR = tuple(
+    f"{split}/{name}" for split in ("train", "val") for name in ("loss", "acc", "r2")
+)
+
+
 class EpochProgressBar(ProgressBar):
     """A progress bar over epochs, with the latest epoch metrics, that costs microseconds.
 
@@ -244,10 +251,9 @@ class EpochProgressBar(ProgressBar):
         return True
 
     def _show_epoch(self, trainer: pl.Trainer, epochs_done: int) -> None:
+        shown = trainer.callback_metrics
         metrics = "  ".join(
-            f"{name} {float(value):.3g}"
-            for name, value in trainer.callback_metrics.items()
-            if name.startswith(("train/", "val/"))
+            f"{name} {float(shown[name]):.3g}" for name in _ON_THE_BAR if name in shown
         )
         self._progress.update(self._epochs, completed=epochs_done, metrics=metrics)
 

@@ -6,10 +6,11 @@ Kept free of torch and Lightning imports: `--help` and `--cfg job` go through he
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -29,6 +30,80 @@ EXPERIMENTS_DIR = _find("experiments")
 # same time have different ids, so runs started in the same second get different folders.
 if not OmegaConf.has_resolver("dlbasics_pid"):
     OmegaConf.register_new_resolver("dlbasics_pid", os.getpid, use_cache=True)
+
+
+# -- what a run was started with, and a name that says it -------------------------------
+
+# Overrides that say nothing about what was trained: where files go, what is shown.
+_NOT_IN_NAMES = ("paths.", "callbacks.", "logger", "figures", "ckpt_path", "trainer.enable_")
+_NAME_LIMIT = 100  # characters: a file name may have 255, and TensorBoard shows less
+
+
+def run_record(output_dir: str | Path | None = None) -> tuple[dict[str, str], list[str]]:
+    """The option chosen in each config group and the command line's overrides of a run.
+
+    Inside a Hydra job they come from ``HydraConfig``; a resumed run (no Hydra job) reads
+    them from its own ``<output_dir>/.hydra/hydra.yaml``. Empty where neither exists (a
+    config composed in a test).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        choices, overrides = hydra_cfg.runtime.choices, hydra_cfg.overrides.task
+    else:
+        saved = Path(output_dir or ".") / ".hydra" / "hydra.yaml"
+        if not saved.is_file():
+            return {}, []
+        hydra_cfg = OmegaConf.load(saved).hydra
+        choices, overrides = hydra_cfg.runtime.choices, hydra_cfg.overrides.task
+    return (
+        {str(group): option for group, option in choices.items() if option is not None},
+        [str(override) for override in overrides],
+    )
+
+
+def run_name(choices: dict[str, str], overrides: list[str]) -> str:
+    """A folder name that says what a run trained: ``mlp-moons,optimizer.lr=0.1``.
+
+    Model and data first, then the command line's other overrides (a sweep's job has its
+    own values there), leaving out those that change only where files go or what is
+    shown. Cut at a whole override beyond :data:`_NAME_LIMIT` characters.
+    """
+    model, data = choices.get("model"), choices.get("data")
+    if not (model and data):
+        return "run"
+    said = {f"model={model}", f"data={data}"}
+    rest = [
+        _safe_in_path(override)
+        for override in overrides
+        if override not in said and not override.lstrip("+~").startswith(_NOT_IN_NAMES)
+    ]
+    name = f"{model}-{data}"
+    for index, override in enumerate(rest):
+        if len(name) + len(override) + 1 > _NAME_LIMIT:
+            return f"{name},+{len(rest) - index}_more"
+        name = f"{name},{override}"
+    return name
+
+
+def _safe_in_path(text: str) -> str:
+    """``data.path=data/x.csv`` -> ``data.path=data_x.csv``: one folder, no shell quoting."""
+    return re.sub(r"[^\w.,=+~\-\[\]]", "_", text)
+
+
+def _run_name_resolver(*, _root_: DictConfig) -> str:
+    """``${dlbasics_run_name:}``: :func:`run_name` of the run whose config this is."""
+    from hydra.core.hydra_config import HydraConfig
+
+    output_dir = None if HydraConfig.initialized() else _root_.paths.output_dir
+    return run_name(*run_record(output_dir))
+
+
+# Names the run's TensorBoard folder (conf/logger/tensorboard.yaml), so that
+# `tensorboard --logdir outputs` lists runs by what they trained.
+if not OmegaConf.has_resolver("dlbasics_run_name"):
+    OmegaConf.register_new_resolver("dlbasics_run_name", _run_name_resolver)
 
 
 def register_experiments(directory: Path = EXPERIMENTS_DIR) -> list[str]:

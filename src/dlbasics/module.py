@@ -2,12 +2,15 @@
 
 :class:`SupervisedModule` picks loss and metrics from the task (MSE + MSE/MAE/R² for
 regression, cross-entropy + accuracy/macro F1 for classification), builds the net,
-optimizer and scheduler from their Hydra configs, and logs per epoch.
+optimizer and scheduler from their Hydra configs, and logs per epoch, with the number of
+epochs trained as the step: ``train/loss``, the task's metrics on the training steps
+(``train/acc``, or ``train/mse`` and ``train/r2``), ``train/lr``, and the loss and task
+metrics of the ``val/`` and ``test/`` splits.
 
 It optimises manually: the train loader hands it a *chunk* of minibatches per Lightning
 step (see :mod:`dlbasics.batches`) and it takes one optimizer step per minibatch, so
-Lightning's fixed cost per step is paid once per chunk. Losses stay on the device and
-are read once per epoch, so no step waits for the device.
+Lightning's fixed cost per step is paid once per chunk. Losses and the train metrics'
+sums stay on the device and are read once per epoch, so no step waits for the device.
 """
 
 from __future__ import annotations
@@ -90,6 +93,16 @@ def _scaling(data: dict | None, key: str) -> _TensorScaling | None:
     return _TensorScaling(saved["mean"], saved["std"]) if saved else None
 
 
+def _spread(targets: torch.Tensor | None) -> torch.Tensor | None:
+    """Each target column's sum of squared deviations from its mean (R²'s denominator),
+    in float64 on the host; None if unknown or zero (a constant target has no R²)."""
+    if targets is None:
+        return None
+    y = targets.detach().cpu().double().reshape(len(targets), -1)
+    spread = (y - y.mean(dim=0)).square().sum(dim=0)
+    return spread if bool((spread > 0).all()) else None
+
+
 class SupervisedModule(pl.LightningModule):
     """Train a net built from ``net`` (a Hydra config) for ``task``.
 
@@ -143,7 +156,9 @@ class SupervisedModule(pl.LightningModule):
         # Predictions of the current validation or test pass, scored at its end.
         self._evaluated: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._step_losses: list[torch.Tensor] = []  # this epoch's losses, on the device
+        self._step_scores: list[torch.Tensor] = []  # what train metrics sum, on the device
         self._step_rows: list[int] = []
+        self._target_spread: torch.Tensor | None = None  # of the training targets (R²)
         self._pending_log: dict[str, float] = {}  # epoch metrics not yet written to the loggers
         self._target_scaling = _scaling(data, "target_scaling")
         self._feature_scaling = _scaling(data, "feature_scaling")
@@ -151,10 +166,21 @@ class SupervisedModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @property
+    def example_input_array(self) -> torch.Tensor:
+        """One zero sample on the module's device: the model summary runs it to show each
+        layer's input and output sizes and to count FLOPs (for one sample)."""
+        return torch.zeros(1, *self.hparams.input_shape, device=self.device)
+
     # -- training -----------------------------------------------------------------------
+
+    def on_train_start(self) -> None:
+        if self.task == "regression":  # the targets the loader serves, as the model sees them
+            self._target_spread = _spread(getattr(self.trainer.train_dataloader, "y", None))
 
     def on_train_epoch_start(self) -> None:
         self._step_losses = []
+        self._step_scores = []
         self._step_rows = []
 
     def training_step(self, chunk: list[Batch], chunk_index: int) -> None:
@@ -172,25 +198,41 @@ class SupervisedModule(pl.LightningModule):
         backward = self.manual_backward if through_lightning else torch.Tensor.backward
         clip = self.hparams.gradient_clip_val
         for x, y in chunk:
-            loss = self.loss_fn(self.net(x), y)
+            prediction = self.net(x)
+            loss = self.loss_fn(prediction, y)
             optimizer.zero_grad(set_to_none=True)
             backward(loss)
             if clip:
                 self.clip_gradients(optimizer, clip, gradient_clip_algorithm="norm")
             optimizer.step()
-            # Kept on the device: reading it here would wait for every step to finish.
+            # Kept on the device: reading them here would wait for every step to finish.
             self._step_losses.append(loss.detach())
+            self._step_scores.append(self._score(prediction.detach(), y))
             self._step_rows.append(len(x))
         if not through_lightning:
             _advance_global_step(self.trainer, len(chunk))
 
+    def _score(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """What one step adds to the epoch's train metrics, computed on the device: the
+        number of rows classified right, or each output's sum of squared errors."""
+        if self.task == "classification":
+            return (prediction.argmax(dim=1) == target).sum()
+        return (prediction.float() - target).square().sum(dim=0)
+
     def on_train_epoch_end(self) -> None:
         learning_rate = self.optimizers().param_groups[0]["lr"]
-        losses = torch.stack(self._step_losses).float().cpu()  # the epoch's one read
+        losses = torch.stack(self._step_losses).float().cpu()  # the epoch's one wait
+        scores = torch.stack(self._step_scores).sum(dim=0).cpu()  # computed by then
         self._check_finite(losses, learning_rate)
         rows = torch.tensor(self._step_rows, dtype=losses.dtype)
         mean_loss = (losses * rows).sum() / rows.sum()
-        self._publish({"train/loss": mean_loss, "lr": torch.tensor(learning_rate)})
+        self._publish(
+            {
+                "train/loss": mean_loss,
+                **self._train_metrics(scores, int(rows.sum())),
+                "train/lr": torch.tensor(learning_rate),
+            }
+        )
         scheduler = self.lr_schedulers()
         if scheduler is None:
             return
@@ -199,6 +241,23 @@ class SupervisedModule(pl.LightningModule):
             scheduler.step(self.trainer.callback_metrics[monitored])
         else:
             scheduler.step()
+
+    def _train_metrics(self, scores: torch.Tensor, rows: int) -> dict[str, torch.Tensor]:
+        """The task's metrics over the epoch's training steps, in the target's own units.
+
+        Like ``train/loss``, they average over the steps as the weights changed during the
+        epoch (and with dropout on): next to the ``val/`` metrics they show over-fitting.
+        """
+        if self.task == "classification":
+            return {"train/acc": scores / rows}
+        squared_error = scores.double()  # per output
+        metrics = {}
+        if self._target_spread is not None:  # R² is the same in standardised units
+            metrics["train/r2"] = (1 - squared_error / self._target_spread).mean()
+        if self._target_scaling is not None:
+            squared_error = squared_error * self._target_scaling.std.double().square()
+        metrics["train/mse"] = squared_error.mean() / rows
+        return metrics
 
     def _check_finite(self, losses: torch.Tensor, learning_rate: float) -> None:
         """Stop with a clear message once the loss is NaN or infinite."""
@@ -271,7 +330,10 @@ class SupervisedModule(pl.LightningModule):
         of a small model; these metrics are already reduced over the epoch, so they go
         straight to ``trainer.callback_metrics`` (read by checkpointing, early stopping and
         the progress bar) and to the loggers. Validation metrics wait for the end of the
-        training epoch, so each epoch is written to the loggers as one record.
+        training epoch, so each epoch is written to the loggers as one record. Its step is
+        the number of epochs trained when the values were measured (1 after the first
+        epoch; the test's after the last), so curves of runs with other batch sizes or
+        lengths line up; ``trainer.global_step`` still counts optimizer steps.
         """
         values = torch.stack([value.detach().float() for value in metrics.values()]).cpu()
         self.trainer.callback_metrics.update(zip(metrics, values, strict=True))
@@ -282,8 +344,10 @@ class SupervisedModule(pl.LightningModule):
         if self.trainer.state.fn == TrainerFn.FITTING and self.trainer.validating:
             return  # written with the training metrics at the end of this epoch
         record, self._pending_log = {**self._pending_log, "epoch": self.current_epoch}, {}
+        # current_epoch counts the epochs finished; during training it is the running one's.
+        epochs_trained = self.current_epoch + 1 if self.trainer.training else self.current_epoch
         for logger in self.loggers:
-            logger.log_metrics(record, step=self.global_step)
+            logger.log_metrics(record, step=epochs_trained)
 
     # -- optimizer ----------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ the run's config and listed in ``.hydra/resumes.yaml``.
 from __future__ import annotations
 
 import datetime
+import logging
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,6 +165,12 @@ def resume_run(
     if overrides:
         record_resume(directory, overrides)
     log_to_run(directory)
+    logging.getLogger("dlbasics").info(
+        "Resuming %s from %s%s",
+        directory,
+        cfg.ckpt_path,
+        f" with {shlex.join(overrides)}" if overrides else "",
+    )
     train(cfg)
 
 

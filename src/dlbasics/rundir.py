@@ -20,7 +20,16 @@ from dlbasics.errors import ConfigError
 
 FAILED_MARK = "failed.txt"
 # What dlbasics and Hydra write into a run directory; nothing else is ever removed.
-_RUN_FILES = (".hydra", "train.log", "tensorboard", "csv", "checkpoints", "data.json", ".lock")
+_RUN_FILES = (
+    ".hydra",
+    "train.log",
+    "tb",
+    "csv",
+    "checkpoints",
+    "data.json",
+    "metrics.json",
+    ".lock",
+)
 
 _held: dict[Path, int] = {}  # run directories locked by this process -> file descriptor
 

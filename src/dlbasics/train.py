@@ -32,13 +32,16 @@ def train(cfg: DictConfig) -> dict[str, float]:
         build,
         build_callbacks,
         build_loggers,
-        log_hyperparameters,
+        end_session,
         quiet_lightning,
+        start_session,
     )
     from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop
     from dlbasics.resume import check_checkpoint
 
     quiet_lightning()
+    report.use_full_width()
+    report.log_overrides(cfg)
     report.print_config(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
 
@@ -70,6 +73,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     # What the model's inputs and outputs mean, readable beside the run (checkpoints carry it too).
     datamodule.save_description(cfg.paths.output_dir)
+    start_session(loggers, cfg)  # the run's HPARAMS row, there from the first epoch on
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except TrainingDiverged as error:
@@ -88,7 +92,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
-    log_hyperparameters(loggers, cfg, metrics)
+    end_session(loggers)
+    report.save_metrics(metrics, cfg.paths.output_dir)
     report.print_metrics(metrics, cfg.paths.output_dir)
     return metrics
 
@@ -266,8 +271,11 @@ def _fail(error: DlbasicsError) -> None:
 
 def _log_to_run(run_dir) -> None:
     """Console and ``<run dir>/train.log`` (appended), as Hydra sets them up for a new run."""
+    from dlbasics.report import NotOnConsole
+
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
+    console.addFilter(NotOnConsole())
     file = logging.FileHandler(os.path.join(run_dir, "train.log"))
     file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[console, file], force=True)
