@@ -120,7 +120,7 @@ class RunFigures(Callback):
         datamodule = trainer.datamodule
         split = shown_split(datamodule)
         title = f"final model ({self._epochs_done} epochs)"
-        inputs = progress_inputs(module, datamodule, self.kinds, title)
+        inputs = progress_inputs(module, datamodule, self.kinds, title, final=True)
         inputs.update(
             evaluation_inputs(module, datamodule, split, self.kinds, title, self.max_images)
         )

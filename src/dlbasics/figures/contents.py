@@ -55,8 +55,14 @@ def feature_names(datamodule, count: int) -> list[str]:
     return list(datamodule.feature_names) or [f"x{i + 1}" for i in range(count)]
 
 
-def progress_inputs(module, datamodule, kinds: set[str], title: str) -> dict[str, dict]:
-    """Keyword arguments of each figure that shows what the model has learned so far."""
+def progress_inputs(
+    module, datamodule, kinds: set[str], title: str, final: bool = False
+) -> dict[str, dict]:
+    """Keyword arguments of each figure that shows what the model has learned so far.
+
+    On one feature the fitted line already shows a linear model's slope and intercept as
+    it learns, so its weights figure is drawn for the ``final`` model only.
+    """
     x_train, y_train = datamodule.original_split("train")
     split = shown_split(datamodule)
     x_shown, y_shown = datamodule.original_split(split)
@@ -82,7 +88,13 @@ def progress_inputs(module, datamodule, kinds: set[str], title: str) -> dict[str
         }
 
     linear = isinstance(module.net, LinearRegression)
-    if "weights" in kinds and regression_one_output and tabular and linear:
+    if (
+        "weights" in kinds
+        and regression_one_output
+        and tabular
+        and linear
+        and (final or "fitted_line" not in inputs)
+    ):
         inputs["weights"] = weights_inputs(module, datamodule, x_train, y_train, title)
 
     if "decision_regions" in kinds and datamodule.task == "classification" and features == 2:
