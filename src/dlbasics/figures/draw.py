@@ -246,42 +246,35 @@ def decision_regions_figure(
 def confusion_matrix_figure(
     counts: np.ndarray, class_names: Sequence[str], title: str = ""
 ) -> Figure:
-    """Counts and row-normalised shares (recall per class) side by side, labelled by class."""
-    size = 3.2 + 0.35 * len(class_names)
-    figure = new_figure((2 * size + 0.8, size))
-    panels = figure.subplots(1, 2)
+    """Counts per (true, predicted) class, each cell also as a share of its true class
+    (its row); the colour is that share, so rare classes read as clearly as common ones."""
+    labels = [str(name) for name in class_names]
+    size = 3.0 + 0.45 * len(labels)
+    figure = new_figure((size + 0.8, size))
+    axes = figure.add_subplot()
     rows = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
-    labels = [str(name) for name in class_names]
-    small = len(labels) <= 12  # write the numbers into the cells while they stay legible
-    for axes, values, caption, fmt in (
-        (panels[0], counts, "counts", "d"),
-        (panels[1], shares, "share of each true class", ".2f"),
-    ):
-        axes.imshow(values, cmap="Blues", vmin=0, vmax=max(values.max(), 1e-12))
-        ticks = np.arange(len(labels))
-        axes.set_xticks(
-            ticks,
-            labels,
-            rotation=45 if len(labels) > 4 else 0,
-            ha="right" if len(labels) > 4 else "center",
-        )
-        axes.set_yticks(ticks, labels)
-        axes.set(xlabel="predicted", ylabel="true", title=caption)
-        if small:
-            threshold = values.max() / 2
-            for (i, j), value in np.ndenumerate(values):
-                axes.text(
-                    j,
-                    i,
-                    format(value, fmt),
-                    ha="center",
-                    va="center",
-                    fontsize="small",
-                    color="white" if value > threshold else "black",
-                ).set_in_layout(False)  # inside the cells: the margins need not fit them
-    if title:
-        figure.suptitle(title)
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="share of the true class")
+    ticks = np.arange(len(labels))
+    rotate = len(labels) * max(map(len, labels)) > 24  # long names would overlap
+    axes.set_xticks(ticks, labels, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    axes.set_yticks(ticks, labels)
+    axes.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    if len(labels) <= 12:  # the numbers themselves, while they stay legible
+        for (i, j), count in np.ndenumerate(counts):
+            if count == 0:
+                continue  # empty cells stay blank, so the mistakes stand out
+            share = shares[i, j]
+            axes.text(
+                j,
+                i,
+                f"{count}\n{share:.0%}",
+                ha="center",
+                va="center",
+                fontsize="x-small",
+                color="white" if share > 0.5 else "black",
+            ).set_in_layout(False)  # inside the cells: the margins need not fit them
     return figure
 
 
