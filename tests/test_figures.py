@@ -347,3 +347,25 @@ def test_a_bad_figures_value_is_one_line_naming_the_key(make_config, override, m
     with pytest.raises(ConfigError, match=message):
         check_config(cfg)
         train(cfg)
+
+
+def test_other_modules_and_data_train_with_the_callback_and_get_no_figures(tmp_path):
+    """A user's own LightningModule and datamodule: the callback stays out of the way."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
+
+    from dlbasics.figures import RunFigures
+
+    trainer = pl.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        limit_test_batches=1,
+        callbacks=[RunFigures(tmp_path / "figures", every_n_epochs=1)],
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel(), datamodule=BoringDataModule())
+    trainer.test(BoringModel(), datamodule=BoringDataModule(), verbose=False)
+    assert trainer.current_epoch == 2 and not (tmp_path / "figures").exists()

@@ -86,8 +86,10 @@ class RunFigures(Callback):
         self._epochs_done = trainer.current_epoch + 1
         if trainer.sanity_checking or self._epochs_done % self.interval(trainer):
             return
-        if self._epochs_done == trainer.max_epochs or not _can_draw(trainer, pl_module):
+        if self._epochs_done == trainer.max_epochs:
             return  # the final figures take the last epoch
+        if not (_can_draw(trainer, pl_module) and _image_loggers(trainer)):
+            return  # progress figures go to TensorBoard only
         started = time.perf_counter()
         title = f"epoch {self._epochs_done}"
         inputs = progress_inputs(pl_module, trainer.datamodule, self.kinds, title)
@@ -98,11 +100,13 @@ class RunFigures(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._draw_taken(trainer)
+        if not _can_draw(trainer, pl_module):
+            return
         if self.evaluate_after_fit or not trainer.datamodule.has_split("test"):
             self._draw_final(trainer, pl_module)
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.datamodule is not None and trainer.datamodule.has_split("test"):
+        if _can_draw(trainer, pl_module) and trainer.datamodule.has_split("test"):
             self._draw_final(trainer, pl_module)
 
     # -- what -------------------------------------------------------------------------------
@@ -115,8 +119,6 @@ class RunFigures(Callback):
         self._last_drawn = time.monotonic()
 
     def _draw_final(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not _can_draw(trainer, module):
-            return
         datamodule = trainer.datamodule
         split = shown_split(datamodule)
         title = f"final model ({self._epochs_done} epochs)"
@@ -147,7 +149,7 @@ class RunFigures(Callback):
         from dlbasics.figures.draw import rgb_array
 
         started = time.perf_counter()
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        loggers = _image_loggers(trainer)
         for kind, kwargs in inputs.items():
             if not loggers and not save_png:
                 break
@@ -167,3 +169,8 @@ class RunFigures(Callback):
 def _can_draw(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
     """Figures read dlbasics' datamodules (original units) and ask its module to predict."""
     return hasattr(trainer.datamodule, "original_split") and hasattr(module, "predict_raw")
+
+
+def _image_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:
+    """The run's loggers that take images (TensorBoard's, Lightning's or dlbasics' own)."""
+    return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
