@@ -261,6 +261,7 @@ def test_string_labels_of_a_two_column_csv_name_the_classes(run_training, tmp_pa
         "confusion_matrix.png",
         "decision_regions.png",
     ]
+    assert set(image_steps(tmp_path)) == {"figures/confusion_matrix", "figures/decision_regions"}
 
 
 # -- what a run leaves behind ----------------------------------------------------------------

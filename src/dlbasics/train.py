@@ -216,6 +216,9 @@ def main() -> None:
             check_command_line(*command_line, multirun=bool({"-m", "--multirun"} & set(arguments)))
     except DlbasicsError as error:
         _fail(error)
+    except KeyboardInterrupt:  # Ctrl-C while checking, before a run directory exists
+        where = f"{resume[-1]} is as it was" if resume else "nothing was made"
+        _fail(RunInterrupted(f"interrupted before training started; {where}", 130))
     _hydra_app()
 
 
