@@ -19,7 +19,6 @@ from omegaconf import DictConfig
 from dlbasics.config import CONFIG_DIR, register_experiments
 from dlbasics.errors import ConfigError, DlbasicsError, RunInterrupted, TrainingDiverged
 
-register_experiments()
 log = logging.getLogger("dlbasics")
 
 
@@ -190,7 +189,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         # Before the graceful-stop handler is installed (imports, loading the data).
         discard_unfinished(run_dir, "interrupted", in_sweep)
-        _fail(RunInterrupted("interrupted before training started; nothing was kept", 130))
+        _exit_interrupted("interrupted before training started; nothing was kept")
     except DlbasicsError as error:
         done = discard_unfinished(run_dir, f"Error: {error}", in_sweep)
         if not in_sweep or isinstance(error, RunInterrupted):
@@ -206,6 +205,7 @@ def main() -> None:
     arguments = sys.argv[1:]
     resume = [a for a in arguments if a.startswith("resume=")]
     try:
+        register_experiments()  # experiment=NAME from experiments/
         if resume:
             from dlbasics.resume import resume_run
 
@@ -214,12 +214,14 @@ def main() -> None:
         command_line = _overrides_to_check(arguments)
         if command_line is not None:
             check_command_line(*command_line, multirun=bool({"-m", "--multirun"} & set(arguments)))
+        _hydra_app()
     except DlbasicsError as error:
         _fail(error)
-    except KeyboardInterrupt:  # Ctrl-C while checking, before a run directory exists
-        where = f"{resume[-1]} is as it was" if resume else "nothing was made"
-        _fail(RunInterrupted(f"interrupted before training started; {where}", 130))
-    _hydra_app()
+    except KeyboardInterrupt:
+        # Ctrl-C while checking or while Hydra starts a job, outside any job: a job that
+        # claimed its run directory cleans up itself, and training stops gracefully.
+        where = f"; {resume[-1]} is as it was" if resume else ""
+        _exit_interrupted(f"interrupted before training started{where}")
 
 
 def check_command_line(overrides: list[str], config_dirs: list[str], multirun: bool) -> None:
@@ -270,6 +272,22 @@ def _fail(error: DlbasicsError) -> None:
     if isinstance(error, RunInterrupted):
         sys.exit(error.exit_code)
     sys.exit(1 if isinstance(error, TrainingDiverged) else 2)
+
+
+def _exit_interrupted(message: str) -> None:
+    """Say why, then end with 130 (as a shell reports Ctrl-C) at once.
+
+    ``sys.exit`` is not enough here: when the KeyboardInterrupt passed through code that an
+    extension module ran (importing torch, say), CPython remembers it and, at exit, ends
+    the process by SIGINT anyway, so the caller would see -2 and not the 130 promised.
+    """
+    try:
+        _fail(RunInterrupted(message, 130))
+    except SystemExit:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()  # the message reaches train.log too
+        os._exit(130)
 
 
 def _log_to_run(run_dir) -> None:
