@@ -350,6 +350,7 @@ def test_a_bad_figures_value_is_one_line_naming_the_key(make_config, override, m
         train(cfg)
 
 
+@pytest.mark.filterwarnings("ignore:`isinstance.treespec, LeafSpec.` is deprecated")
 def test_other_modules_and_data_train_with_the_callback_and_get_no_figures(tmp_path):
     """A user's own LightningModule and datamodule: the callback stays out of the way."""
     import lightning.pytorch as pl
@@ -362,6 +363,7 @@ def test_other_modules_and_data_train_with_the_callback_and_get_no_figures(tmp_p
         limit_train_batches=2,
         limit_val_batches=1,
         limit_test_batches=1,
+        log_every_n_steps=1,
         callbacks=[RunFigures(tmp_path / "figures", every_n_epochs=1)],
         default_root_dir=tmp_path,
         enable_progress_bar=False,

@@ -28,6 +28,7 @@ _RUN_FILES = (
     "checkpoints",
     "data.json",
     "metrics.json",
+    "figures",
     ".lock",
 )
 
