@@ -79,6 +79,7 @@ def progress_inputs(
         inputs["fitted_line"] = {
             "train": (x_train, y_train),
             "test": (x_shown, y_shown) if split != "train" else None,
+            "test_name": split,
             "line_x": line_x,
             "fitted_y": predict(module, line_x),
             "true_y": true_y,

@@ -106,8 +106,13 @@ def fitted_line_figure(
     x_name: str = "x",
     y_name: str = "y",
     title: str = "",
+    test_name: str = "test",
 ) -> Figure:
-    """One-feature regression: the data, the true line where known, and the model's fit."""
+    """One-feature regression: the data, the true line where known, and the model's fit.
+
+    ``test`` holds held-out points shown beside the training ones; ``test_name`` says
+    which split they are.
+    """
     figure = new_figure(fixed_margins=True)
     axes = figure.add_subplot()
     # Lines first, points on top; the true line dashed over the fit, so both stay visible.
@@ -119,7 +124,13 @@ def fitted_line_figure(
         train[0].ravel(), train[1].ravel(), color="tab:blue", zorder=4, **{**TRAIN_STYLE, "s": size}
     )
     if test is not None and len(test[0]):
-        axes.scatter(test[0].ravel(), test[1].ravel(), color="tab:orange", zorder=5, **TEST_STYLE)
+        axes.scatter(
+            test[0].ravel(),
+            test[1].ravel(),
+            color="tab:orange",
+            zorder=5,
+            **{**TEST_STYLE, "label": test_name},
+        )
     axes.set(xlabel=x_name, ylabel=y_name, title=title)
     axes.legend(loc="best", fontsize="small")
     return figure
