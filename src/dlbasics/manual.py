@@ -7,8 +7,10 @@ into plain PyTorch tensor code (no autograd, no ``nn`` layers doing the work), w
 formula in the docstring, so ``help(dlbasics.manual)`` reads like the course.
 
 Run ``python -m dlbasics.manual`` to see every hand-derived number next to PyTorch's own
-(autograd, ``nn.Conv2d``, ``torch.softmax``, ...). It exits with code 1 if any pair differs
-by more than :data:`TOLERANCE`.
+(autograd, ``nn.Conv2d``, ``torch.softmax``, ...), then the course's three ways to
+differentiate side by side (:mod:`dlbasics.differentiation`); ``python -m dlbasics.manual
+checks`` or ``... differentiation`` shows one of the two. It exits with code 1 if any pair
+differs by more than :data:`TOLERANCE`.
 
 Importing the module computes nothing; only :func:`main` runs the checks.
 """
@@ -480,7 +482,33 @@ def run_checks() -> list[Check]:
         return [check for group in CHECK_GROUPS for check in group()]
 
 
-def main() -> int:
+#: Sections of ``python -m dlbasics.manual [section ...]`` (all of them by default).
+SECTIONS = ("checks", "differentiation")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m dlbasics.manual [checks] [differentiation]``: the hand derivations next
+    to PyTorch's numbers, and the three ways to differentiate side by side (both by
+    default). Returns 1 if a derivation differs or the methods disagree, 2 for an unknown
+    section."""
+    sections = list(argv or SECTIONS)
+    unknown = [name for name in sections if name not in SECTIONS]
+    if unknown:
+        print(f"Error: unknown section {unknown[0]!r}; choose from {', '.join(SECTIONS)}")
+        return 2
+    failed = False
+    if "checks" in sections:
+        failed |= print_checks() != 0
+    if "differentiation" in sections:
+        from dlbasics.differentiation import report
+
+        if "checks" in sections:
+            print()
+        failed |= not report()
+    return 1 if failed else 0
+
+
+def print_checks() -> int:
     """Print each derivation's manual and PyTorch numbers; return 1 if any pair differs."""
     checks = run_checks()
     header = ("derivation", "manual", "PyTorch", "max |diff|", "")
@@ -509,4 +537,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,382 @@
+"""The course's three ways to differentiate, side by side: symbolic, numerical, automatic.
+
+* **Symbolic** (SymPy): exact, but the expression of a derivative swells as functions nest.
+* **Numerical**, by finite differences: ``(f(x + h) - f(x)) / h`` (forward) or
+  ``(f(x + h) - f(x - h)) / 2h`` (central). Easy, but inexact, one or two evaluations of
+  ``f`` per input, and sensitive to ``h``: too large and the truncation error dominates, too
+  small and rounding does, so the error falls and then rises again.
+* **Automatic** (PyTorch's autograd): the operations are recorded on a tape and combined by
+  the chain rule, exact to rounding, one backward pass for all inputs.
+
+:func:`check_gradients` uses the second to check the third on any ``torch.nn.Module``.
+``python -m dlbasics.manual differentiation`` prints the comparison (:func:`report`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+#: The chain-rule example: x = 2 -> y = x^2 -> z = y + 3 -> loss = 2z, so dloss/dx = 4x = 8.
+CHAIN_POINT = 2.0
+CHAIN_EXACT = 8.0
+#: Steps h of the finite differences: 1e-1 ... 1e-12.
+STEPS = tuple(10.0**-k for k in range(1, 13))
+#: The course's linear-regression data (y = 2x), and a point (w, b) to differentiate at.
+LINREG_X = (1, 2, 3)  # whole numbers: SymPy keeps exact fractions
+LINREG_Y = (2, 4, 6)
+LINREG_POINT = {"w": 0.5, "b": 0.5}
+
+
+def chain_loss(x):
+    """loss = 2z, z = y + 3, y = x²: works on numbers, NumPy scalars, tensors and symbols."""
+    y = x**2
+    z = y + 3
+    return 2 * z
+
+
+def linreg_loss(w, b, xs: Sequence[float] = LINREG_X, ys: Sequence[float] = LINREG_Y):
+    """Mean squared error of ``y = w x + b`` on the course's data (numbers or symbols)."""
+    return sum((w * x + b - y) ** 2 for x, y in zip(xs, ys, strict=True)) / len(xs)
+
+
+# -- symbolic -------------------------------------------------------------------------------
+
+
+@dataclass
+class Symbolic:
+    """A derivative found by SymPy: its expression, value, and size before/after simplifying."""
+
+    variable: str
+    expression: str
+    value: float
+    operations: int  # as differentiated (sympy.count_ops)
+    operations_simplified: int
+
+
+def symbolic_derivatives(function: Callable, point: dict[str, float]) -> list[Symbolic]:
+    """d function / d v for each variable ``v`` of ``point``, exactly, with SymPy."""
+    import sympy
+
+    symbols = {name: sympy.Symbol(name) for name in point}
+    expression = function(**symbols)
+    results = []
+    for name, symbol in symbols.items():
+        derivative = sympy.diff(expression, symbol)
+        simplified = sympy.simplify(derivative)
+        results.append(
+            Symbolic(
+                variable=name,
+                expression=str(simplified),
+                value=float(derivative.subs({symbols[k]: v for k, v in point.items()})),
+                operations=int(sympy.count_ops(derivative)),
+                operations_simplified=int(sympy.count_ops(simplified)),
+            )
+        )
+    return results
+
+
+def swelling(depths: Sequence[int] = (1, 2, 3, 4, 5)) -> list[tuple[int, int, int, int]]:
+    """How the derivative of nested sigmoids ``σ(w σ(w … σ(w x)))`` grows with the depth.
+
+    Per depth: operations in the function, in its derivative as SymPy writes it out, and
+    in the same derivative with common subexpressions shared (``sympy.cse``), which is what
+    automatic differentiation keeps on its tape: each intermediate value once.
+    """
+    import sympy
+
+    x, w = sympy.symbols("x w")
+    rows = []
+    function = x
+    for depth in range(1, max(depths) + 1):
+        function = 1 / (1 + sympy.exp(-w * function))
+        if depth not in depths:
+            continue
+        derivative = sympy.diff(function, w)
+        shared, reduced = sympy.cse(derivative)
+        shared_ops = sum(sympy.count_ops(e) for _, e in shared) + sympy.count_ops(reduced)
+        rows.append(
+            (
+                depth,
+                int(sympy.count_ops(function)),
+                int(sympy.count_ops(derivative)),
+                int(shared_ops),
+            )
+        )
+    return rows
+
+
+# -- numerical ------------------------------------------------------------------------------
+
+
+@dataclass
+class FiniteDifference:
+    """One finite-difference estimate of a derivative and its error against the exact value."""
+
+    method: str  # "forward" or "central"
+    dtype: str  # "float32" or "float64"
+    step: float
+    estimate: float
+    error: float
+
+
+def finite_differences(
+    function: Callable,
+    x: float,
+    exact: float,
+    steps: Sequence[float] = STEPS,
+    dtypes: Sequence[type] = (np.float32, np.float64),
+) -> list[FiniteDifference]:
+    """Forward and central differences of ``function`` at ``x`` for each step and dtype.
+
+    All arithmetic is done in the dtype (NumPy scalars), so float32's rounding shows.
+    """
+    rows = []
+    for dtype in dtypes:
+        point = dtype(x)
+        for step in steps:
+            h = dtype(step)
+            estimates = {
+                "forward": (function(point + h) - function(point)) / h,
+                "central": (function(point + h) - function(point - h)) / (dtype(2) * h),
+            }
+            for method, estimate in estimates.items():
+                estimate = float(estimate)
+                rows.append(
+                    FiniteDifference(method, dtype.__name__, step, estimate, abs(estimate - exact))
+                )
+    return rows
+
+
+def best_step(rows: Sequence[FiniteDifference], method: str, dtype: str) -> FiniteDifference:
+    """The step with the smallest error for one method and dtype."""
+    return min((r for r in rows if r.method == method and r.dtype == dtype), key=lambda r: r.error)
+
+
+def numerical_gradient(
+    function: Callable[[np.ndarray], float], point: np.ndarray, step: float = 1e-6
+) -> np.ndarray:
+    """Central differences for every input of ``function`` (two evaluations per input)."""
+    point = np.asarray(point, dtype=np.float64)
+    gradient = np.empty_like(point)
+    for i in range(point.size):
+        shift = np.zeros_like(point)
+        shift.flat[i] = step
+        gradient.flat[i] = (function(point + shift) - function(point - shift)) / (2 * step)
+    return gradient
+
+
+# -- automatic ------------------------------------------------------------------------------
+
+
+def autograd_derivatives(function: Callable, point: dict[str, float]) -> dict[str, float]:
+    """d function / d v for each variable of ``point`` by PyTorch's autograd (float64)."""
+    inputs = {
+        name: torch.tensor(value, dtype=torch.float64, requires_grad=True)
+        for name, value in point.items()
+    }
+    function(**inputs).backward()
+    return {name: tensor.grad.item() for name, tensor in inputs.items()}
+
+
+# -- cost as the number of inputs grows -----------------------------------------------------
+
+
+@dataclass
+class Cost:
+    """What computing a whole gradient of ``inputs`` numbers costs each method."""
+
+    inputs: int
+    forward_evaluations: int
+    central_evaluations: int
+    autograd_passes: str
+    forward_seconds: float
+    central_seconds: float
+    autograd_seconds: float
+
+
+def gradient_costs(sizes: Sequence[int] = (1, 10, 100, 1000), rows: int = 200) -> list[Cost]:
+    """Evaluations (and time) each method needs for the whole gradient of an MSE loss
+    with ``sizes`` weights: forward differences ``n + 1``, central ``2n``, autograd one
+    forward and one backward pass whatever ``n``."""
+    costs = []
+    generator = torch.Generator().manual_seed(0)
+    for size in sizes:
+        x = torch.randn(rows, size, generator=generator, dtype=torch.float64)
+        y = torch.randn(rows, generator=generator, dtype=torch.float64)
+        weights = torch.randn(size, generator=generator, dtype=torch.float64).numpy()
+        calls = [0]
+
+        def loss(w: np.ndarray, x=x, y=y, calls=calls) -> float:
+            calls[0] += 1
+            return float(((x @ torch.from_numpy(w) - y) ** 2).mean())
+
+        measured = {}
+        for method in ("forward", "central"):
+            calls[0] = 0
+            started = time.perf_counter()
+            at_weights = loss(weights) if method == "forward" else None
+            gradient = np.empty(size)
+            for i in range(size):
+                above, below = weights.copy(), weights.copy()
+                above[i] += 1e-6
+                below[i] -= 1e-6
+                if method == "forward":
+                    gradient[i] = (loss(above) - at_weights) / 1e-6
+                else:
+                    gradient[i] = (loss(above) - loss(below)) / 2e-6
+            measured[method] = (calls[0], time.perf_counter() - started)
+        started = time.perf_counter()
+        tracked = torch.from_numpy(weights).requires_grad_(True)
+        ((x @ tracked - y) ** 2).mean().backward()
+        costs.append(
+            Cost(
+                inputs=size,
+                forward_evaluations=measured["forward"][0],
+                central_evaluations=measured["central"][0],
+                autograd_passes="1 forward + 1 backward",
+                forward_seconds=measured["forward"][1],
+                central_seconds=measured["central"][1],
+                autograd_seconds=time.perf_counter() - started,
+            )
+        )
+    return costs
+
+
+# -- a gradient check for any net -----------------------------------------------------------
+
+
+@dataclass
+class GradientCheck:
+    """Autograd's gradient against central differences for a few parameters of a net."""
+
+    max_relative_error: float
+    tolerance: float
+    entries: list[tuple[str, int, float, float, float]] = field(default_factory=list)
+    # (parameter name, flat index, autograd, central difference, relative error)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_relative_error <= self.tolerance
+
+
+def check_gradients(
+    net: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+    count: int = 8,
+    step: float = 1e-6,
+    tolerance: float = 1e-5,
+    seed: int = 0,
+) -> GradientCheck:
+    """Compare autograd with central differences on ``count`` random parameter entries.
+
+    Works on a float64 copy of ``net`` in evaluation mode (dropout off), so the net itself
+    is left as it was. ``loss`` defaults to cross-entropy for integer targets and MSE
+    otherwise. The relative error of an entry is ``|autograd − numeric| / max(|autograd|,
+    |numeric|, 1e-6)``; the check passes when the largest is at most ``tolerance``.
+    """
+    net = copy.deepcopy(net).double().eval()
+    inputs = inputs.double()
+    if loss is None:
+        integer = not torch.is_floating_point(targets)
+        loss = nn.functional.cross_entropy if integer else nn.functional.mse_loss
+    targets = targets if not torch.is_floating_point(targets) else targets.double()
+    named = [(name, p) for name, p in net.named_parameters() if p.requires_grad]
+    gradients = torch.autograd.grad(loss(net(inputs), targets), [p for _, p in named])
+
+    sizes = torch.tensor([p.numel() for _, p in named])
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(int(sizes.sum()), (count,), generator=generator).tolist()
+    offsets = torch.cumsum(sizes, 0).tolist()
+    entries = []
+    with torch.no_grad():
+        for pick in picks:
+            which = next(i for i, end in enumerate(offsets) if pick < end)
+            index = pick - (offsets[which - 1] if which else 0)
+            name, parameter = named[which]
+            flat = parameter.view(-1)
+            original = flat[index].item()
+            flat[index] = original + step
+            above = loss(net(inputs), targets).item()
+            flat[index] = original - step
+            below = loss(net(inputs), targets).item()
+            flat[index] = original
+            numeric = (above - below) / (2 * step)
+            analytic = gradients[which].reshape(-1)[index].item()
+            error = abs(analytic - numeric) / max(abs(analytic), abs(numeric), 1e-6)
+            entries.append((name, index, analytic, numeric, error))
+    return GradientCheck(max(e[-1] for e in entries), tolerance, entries)
+
+
+# -- python -m dlbasics.manual differentiation ------------------------------------------------
+
+
+def report() -> bool:
+    """Print the three methods side by side; return whether they agree as they should."""
+    ok = True
+    print("Three ways to differentiate: x = 2 -> y = x^2 -> z = y + 3 -> loss = 2z")
+    (symbolic,) = symbolic_derivatives(chain_loss, {"x": CHAIN_POINT})
+    automatic = autograd_derivatives(chain_loss, {"x": CHAIN_POINT})["x"]
+    print(f"  symbolic (SymPy):   dloss/dx = {symbolic.expression} = {symbolic.value:g}")
+    print(f"  automatic (autograd): {automatic:g}")
+    ok &= symbolic.value == automatic == CHAIN_EXACT
+
+    rows = finite_differences(chain_loss, CHAIN_POINT, CHAIN_EXACT)
+    print("  finite differences: |estimate - 8| for each step h")
+    columns = [(m, d) for d in ("float32", "float64") for m in ("forward", "central")]
+    print("    " + "h".ljust(7) + "".join(f"{m} {d}".rjust(18) for m, d in columns))
+    for step in STEPS:
+        errors = [
+            next(r.error for r in rows if (r.method, r.dtype, r.step) == (m, d, step))
+            for m, d in columns
+        ]
+        print(f"    {step:<7.0e}" + "".join(f"{e:18.2e}" for e in errors))
+    best = {column: best_step(rows, *column) for column in columns}
+    print(
+        "    best h: "
+        + ", ".join(f"{m} {d} {b.step:.0e} (error {b.error:.1e})" for (m, d), b in best.items())
+    )
+    print(
+        "    Forward differences: the error falls with h (truncation) and rises again once "
+        "rounding takes over, much earlier in float32. Central differences are exact for a "
+        "quadratic, so only their rounding error shows."
+    )
+    ok &= best[("central", "float64")].error < 1e-6
+
+    print(
+        "\nTwo inputs: the linear-regression loss L(w, b) on x = [1, 2, 3], y = 2x, at w = b = 0.5"
+    )
+    symbolic = symbolic_derivatives(linreg_loss, LINREG_POINT)
+    automatic = autograd_derivatives(linreg_loss, LINREG_POINT)
+    point = np.array([LINREG_POINT["w"], LINREG_POINT["b"]])
+    numeric = numerical_gradient(lambda p: linreg_loss(p[0], p[1]), point)
+    for s, n in zip(symbolic, numeric, strict=True):
+        print(
+            f"  dL/d{s.variable}: symbolic {s.expression} = {s.value:.10g}; autograd "
+            f"{automatic[s.variable]:.10g}; central difference {n:.10g} "
+            f"(size {s.operations} operations as differentiated, {s.operations_simplified} simplified)"
+        )
+        ok &= abs(s.value - automatic[s.variable]) < 1e-12 and abs(s.value - n) < 1e-6
+
+    print("\nExpressions swell: d/dw of nested sigmoids σ(w σ(w … σ(w x))), in operations")
+    print("  depth   function   derivative   derivative with shared subexpressions")
+    for depth, function_ops, derivative_ops, shared_ops in swelling():
+        print(f"  {depth:<7} {function_ops:<10} {derivative_ops:<12} {shared_ops}")
+
+    print("\nCost of a whole gradient as the inputs grow (an MSE loss, 200 rows)")
+    print("  inputs   forward diff.         central diff.         autograd")
+    for cost in gradient_costs():
+        print(
+            f"  {cost.inputs:<8} {cost.forward_evaluations:>5} evals {cost.forward_seconds * 1e3:7.2f} ms"
+            f"  {cost.central_evaluations:>5} evals {cost.central_seconds * 1e3:7.2f} ms"
+            f"  {cost.autograd_passes} {cost.autograd_seconds * 1e3:6.2f} ms"
+        )
+    return bool(ok)
