@@ -340,14 +340,12 @@ def report() -> bool:
         ]
         print(f"    {step:<7.0e}" + "".join(f"{e:18.2e}" for e in errors))
     best = {column: best_step(rows, *column) for column in columns}
+    for (method, dtype), row in best.items():
+        print(f"    best h {method} {dtype}: {row.step:.0e} (error {row.error:.1e})")
     print(
-        "    best h: "
-        + ", ".join(f"{m} {d} {b.step:.0e} (error {b.error:.1e})" for (m, d), b in best.items())
-    )
-    print(
-        "    Forward differences: the error falls with h (truncation) and rises again once "
-        "rounding takes over, much earlier in float32. Central differences are exact for a "
-        "quadratic, so only their rounding error shows."
+        "    Forward differences: the error falls with h (truncation), then rises again once\n"
+        "    rounding takes over, much earlier in float32. Central differences are exact for\n"
+        "    a quadratic such as this loss, so only their rounding error shows."
     )
     ok &= best[("central", "float64")].error < 1e-6
 
@@ -359,10 +357,9 @@ def report() -> bool:
     point = np.array([LINREG_POINT["w"], LINREG_POINT["b"]])
     numeric = numerical_gradient(lambda p: linreg_loss(p[0], p[1]), point)
     for s, n in zip(symbolic, numeric, strict=True):
+        print(f"  dL/d{s.variable} = {s.expression} = {s.value:.10g} (symbolic)")
         print(
-            f"  dL/d{s.variable}: symbolic {s.expression} = {s.value:.10g}; autograd "
-            f"{automatic[s.variable]:.10g}; central difference {n:.10g} "
-            f"(size {s.operations} operations as differentiated, {s.operations_simplified} simplified)"
+            f"  {'':{len(s.variable) + 4}} autograd {automatic[s.variable]:.10g}, central difference {n:.10g}"
         )
         ok &= abs(s.value - automatic[s.variable]) < 1e-12 and abs(s.value - n) < 1e-6
 
