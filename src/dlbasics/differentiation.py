@@ -157,15 +157,23 @@ def best_step(rows: Sequence[FiniteDifference], method: str, dtype: str) -> Fini
 
 
 def numerical_gradient(
-    function: Callable[[np.ndarray], float], point: np.ndarray, step: float = 1e-6
+    function: Callable[[np.ndarray], float],
+    point: np.ndarray,
+    step: float = 1e-6,
+    method: str = "central",
 ) -> np.ndarray:
-    """Central differences for every input of ``function`` (two evaluations per input)."""
+    """Finite differences for every input of ``function``: ``central`` takes two
+    evaluations per input, ``forward`` one per input plus one at ``point``."""
     point = np.asarray(point, dtype=np.float64)
+    at_point = function(point) if method == "forward" else None
     gradient = np.empty_like(point)
     for i in range(point.size):
         shift = np.zeros_like(point)
         shift.flat[i] = step
-        gradient.flat[i] = (function(point + shift) - function(point - shift)) / (2 * step)
+        if method == "forward":
+            gradient.flat[i] = (function(point + shift) - at_point) / step
+        else:
+            gradient.flat[i] = (function(point + shift) - function(point - shift)) / (2 * step)
     return gradient
 
 
@@ -218,16 +226,7 @@ def gradient_costs(sizes: Sequence[int] = (1, 10, 100, 1000), rows: int = 200) -
         for method in ("forward", "central"):
             calls[0] = 0
             started = time.perf_counter()
-            at_weights = loss(weights) if method == "forward" else None
-            gradient = np.empty(size)
-            for i in range(size):
-                above, below = weights.copy(), weights.copy()
-                above[i] += 1e-6
-                below[i] -= 1e-6
-                if method == "forward":
-                    gradient[i] = (loss(above) - at_weights) / 1e-6
-                else:
-                    gradient[i] = (loss(above) - loss(below)) / 2e-6
+            numerical_gradient(loss, weights, method=method)
             measured[method] = (calls[0], time.perf_counter() - started)
         started = time.perf_counter()
         tracked = torch.from_numpy(weights).requires_grad_(True)
@@ -301,12 +300,13 @@ def check_gradients(
             name, parameter = named[which]
             flat = parameter.view(-1)
             original = flat[index].item()
-            flat[index] = original + step
-            above = loss(net(inputs), targets).item()
-            flat[index] = original - step
-            below = loss(net(inputs), targets).item()
+
+            def loss_at(value: np.ndarray, flat=flat, index=index) -> float:
+                flat[index] = float(value[0])  # this one entry set, the net evaluated
+                return loss(net(inputs), targets).item()
+
+            numeric = float(numerical_gradient(loss_at, np.array([original]), step)[0])
             flat[index] = original
-            numeric = (above - below) / (2 * step)
             analytic = gradients[which].reshape(-1)[index].item()
             error = abs(analytic - numeric) / max(abs(analytic), abs(numeric), 1e-6)
             entries.append((name, index, analytic, numeric, error))
