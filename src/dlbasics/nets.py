@@ -135,3 +135,50 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class RawFeatureModel(nn.Module):
+    """A trained net with its data's scaling folded in: raw rows in, predictions out.
+
+    Takes ``(batch, n_features)`` in the data's own units (columns in training order; image
+    pixels flattened row by row), standardises them with the training split's statistics,
+    reshapes them to ``input_shape`` and returns class probabilities (classification) or
+    values in the target's own units (regression). ``predict`` and ``export`` both use it,
+    so a shipped model and the checkpoint it came from give the same numbers.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        input_shape: Sequence[int],
+        classification: bool,
+        feature_scaling: dict | None = None,
+        target_scaling: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.input_shape = [int(size) for size in input_shape]
+        self.classification = classification
+        features = math.prod(self.input_shape)
+        # Identity statistics where nothing was scaled keep one graph for every run.
+        mean, std = _statistics(feature_scaling, features)
+        self.register_buffer("feature_mean", mean)
+        self.register_buffer("feature_std", std)
+        mean, std = _statistics(target_scaling, None)
+        self.register_buffer("target_mean", mean)
+        self.register_buffer("target_std", std)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = (features - self.feature_mean) / self.feature_std
+        output = self.net(x.reshape(-1, *self.input_shape))
+        if self.classification:
+            return torch.softmax(output, dim=1)
+        return output * self.target_std + self.target_mean
+
+
+def _statistics(scaling: dict | None, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if scaling:
+        mean = torch.tensor(scaling["mean"], dtype=torch.float32).reshape(-1)
+        return mean, torch.tensor(scaling["std"], dtype=torch.float32).reshape(-1)
+    shape = (size,) if size else ()
+    return torch.zeros(shape), torch.ones(shape)

@@ -50,11 +50,10 @@ def check_resumable(run_dir: Path, overrides: list[str]) -> None:
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's composed config, pointed at its own directory and newest checkpoint."""
     from dlbasics.rundir import FAILED_MARK
+    from dlbasics.saved_run import open_run
     from dlbasics.validate import check_key_exists
 
-    config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise ConfigError(f"resume={run_dir}: not a run directory (no .hydra/config.yaml in it)")
+    saved = open_run(run_dir, key="resume")  # a run directory, with its config
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
         failed = run_dir / FAILED_MARK
@@ -67,7 +66,7 @@ def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
             f"resume={run_dir}: there is no checkpoints/last.ckpt to resume from.{why} "
             "Start a new run instead."
         )
-    cfg = OmegaConf.load(config_file)
+    cfg = saved.config
     check_resumable(run_dir, overrides)
     for override in overrides:
         check_key_exists(cfg, override.split("=", 1)[0])

@@ -1,0 +1,156 @@
+"""Score a trained run: ``python -m dlbasics.evaluate run=<run dir> [ckpt=...] [data.key=value ...]``
+
+  run=DIR        the run directory (outputs/<task>/runs/<date>_<time>)
+  ckpt=CHOICE    best (default: what the run's own test used), last, or a .ckpt file
+  data.KEY=VALUE evaluate on other data instead, e.g. data.path=new.csv (CSV runs) or
+                 data.noise=20 (generated data): all its rows, scaled with the run's
+                 *training* statistics
+
+Without data overrides the run's data and split are rebuilt from its saved config and the
+model is scored on its test split (the validation split if it has none), giving the
+numbers the run logged. The metrics are printed and written to
+<run dir>/eval/<date>_<time>/metrics.json, with what was scored in evaluated.json.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from dlbasics import commands
+from dlbasics.errors import ConfigError
+from dlbasics.saved_run import SavedRun, TrainedModel, open_run
+
+
+def main(argv: list[str]) -> None:
+    options, overrides = commands.parse(argv, ("run", "ckpt"), "evaluate", passthrough="data.")
+    saved = open_run(options.get("run"))
+    data = data_config(saved, overrides)
+    if overrides:  # the user's file is read and checked before Lightning is imported
+        from dlbasics.data.checks import check_data
+
+        check_data(data)
+    saved.checkpoint(options.get("ckpt"))  # a missing checkpoint is reported before loading
+
+    model = saved.load(options.get("ckpt"))
+    metrics, scored = evaluate(model, saved.config, data, overrides)
+    folder = new_folder(saved.directory / "eval")
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    about = {"run": str(saved.directory), "checkpoint": str(model.checkpoint), **scored}
+    (folder / "evaluated.json").write_text(json.dumps(about, indent=2) + "\n")
+    print_metrics(metrics, model, scored["data"], folder)
+
+
+def new_folder(parent: Path) -> Path:
+    """``parent/<date>_<time>`` (``-2``, ``-3``... within one second), made empty."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for attempt in range(1, 1000):
+        folder = parent / (stamp if attempt == 1 else f"{stamp}-{attempt}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise ConfigError(f"{parent}: cannot make a new folder for this evaluation")
+
+
+def data_config(saved: SavedRun, overrides: list[str]) -> DictConfig:
+    """The run's data config with ``overrides`` applied (each key must exist)."""
+    from dlbasics.validate import check_key_exists
+
+    for override in overrides:
+        key = override.split("=", 1)[0]
+        if key.startswith(("+", "~")) or key == "data._target_":
+            raise ConfigError(f"{key}: evaluate changes values of the run's data, not its kind")
+        try:
+            check_key_exists(saved.config, key)
+        except ConfigError as error:  # without train's hint to add a key with +
+            raise ConfigError(str(error).split(" (Add a new key")[0]) from None
+    config = OmegaConf.merge(saved.config, OmegaConf.from_dotlist(overrides))
+    return config.data
+
+
+def evaluate(
+    model: TrainedModel, run_config: DictConfig, data: DictConfig, overrides: list[str]
+) -> tuple[dict[str, float], dict]:
+    """Score ``model``; returns the metrics and a description of what was scored."""
+    from dlbasics.batches import OrderedBatches
+    from dlbasics.builders import build, quiet_lightning
+
+    quiet_lightning()
+    if not overrides:
+        # The run's own data, split and scaled exactly as in training (the split is seeded).
+        datamodule = build(run_config.data, "data")
+        datamodule.setup("test")
+        split = next(s for s in ("test", "val", "train") if datamodule.has_split(s))
+        x, y = datamodule.splits[split]
+        described = f"the run's {split} split ({len(x)} rows)"
+        prefix = split
+    else:
+        if "features" in data and model.description.get("feature_names"):
+            # CSV data: the run's columns, by name, in training order, for the run's task.
+            data = OmegaConf.merge(
+                data, {"features": model.description["feature_names"], "task": model.task}
+            )
+        datamodule = build(data, "data")
+        x, y = datamodule.load_arrays()
+        if model.task == "classification":
+            names = getattr(datamodule, "label_names", {})
+            y = [names.get(str(label), str(label)) for label in y]
+        source = f"data with {' '.join(overrides)}"
+        x, y = model.model_ready(x, y, source)
+        described = (
+            f"all {len(x)} rows of the data with {' '.join(overrides)}, scaled with the "
+            "run's training statistics"
+        )
+        prefix = "eval"
+    metrics = score(model, OrderedBatches(x, y, 4096))
+    named = {f"{prefix}/{name.split('/', 1)[1]}": value for name, value in metrics.items()}
+    return named, {"data": described, "overrides": overrides, "rows": len(x)}
+
+
+def score(model: TrainedModel, batches) -> dict[str, float]:
+    """The module's own test loop (loss and the task's metrics) over ``batches``."""
+    import logging
+
+    import lightning.pytorch as pl
+
+    # "GPU available: ..." and the like describe a trainer the user did not ask for.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.test(model.module, dataloaders=batches, verbose=False)
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+def print_metrics(metrics: dict[str, float], model: TrainedModel, data: str, folder: Path) -> None:
+    from rich.table import Table
+
+    from dlbasics.report import console
+
+    print(f"Scored {model.checkpoint} (after {model.epochs} epochs) on {data}.")
+    table = Table(title="Evaluation", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in metrics.items():
+        table.add_row(name, f"{value:.6g}")
+    console.print(table)
+    console.print(f"Written to [bold]{folder / 'metrics.json'}[/bold]", soft_wrap=True)
+
+
+def cli() -> None:
+    """Entry point of ``python -m dlbasics.evaluate`` and ``dlbasics-evaluate``."""
+    commands.run(main, __doc__)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,191 @@
+"""A run directory loaded for use: its config, a checkpoint, and what its data meant.
+
+One place loads a run for ``resume=``, ``evaluate``, ``predict`` and ``export``:
+
+* :func:`open_run` checks that a directory holds a run and reads its composed config
+  (``.hydra/config.yaml``); it imports no torch, so a wrong path is reported at once;
+* :meth:`SavedRun.checkpoint` picks ``best``, ``last`` or a file (``ckpt=``);
+* :meth:`SavedRun.load` rebuilds the trained :class:`~dlbasics.module.SupervisedModule` from
+  a checkpoint, with the data description it carries: task, feature and class names, and
+  the training split's scaling statistics (see :class:`TrainedModel`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from dlbasics.errors import ConfigError, DataError
+
+CHECKPOINT_CHOICES = ("best", "last")
+
+
+@dataclass
+class SavedRun:
+    """A run directory and its composed config."""
+
+    directory: Path
+    config: DictConfig
+    key: str = "run"  # the command-line key that named it, for messages
+
+    def checkpoint(self, choice: str | None = None) -> Path:
+        """``best`` (the default, what the run's test used; ``last`` if there is no best),
+        ``last``, or a checkpoint file; a ConfigError saying what exists otherwise."""
+        folder = self.directory / "checkpoints"
+        if choice in (None, "", "best", "last"):
+            names = [choice] if choice else ["best", "last"]
+            for name in names:
+                if (folder / f"{name}.ckpt").is_file():
+                    return folder / f"{name}.ckpt"
+            found = ", ".join(p.name for p in sorted(folder.glob("*.ckpt"))) or "none"
+            wanted = f"checkpoints/{choice}.ckpt" if choice else "checkpoint"
+            raise ConfigError(
+                f"{self.key}={self.directory}: no {wanted} in the run (checkpoints there: "
+                f"{found}); the run may have stopped before its first epoch ended"
+            )
+        path = Path(choice).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"ckpt={choice}: no such file; use ckpt=best, ckpt=last or a .ckpt file"
+            )
+        return path
+
+    def load(self, choice: str | None = None) -> TrainedModel:
+        """The trained model of checkpoint ``choice``, in evaluation mode on the CPU."""
+        from dlbasics.module import SupervisedModule
+        from dlbasics.resume import read_checkpoint
+
+        path = self.checkpoint(choice)
+        state = read_checkpoint(path, "ckpt")
+        hyper = state.get("hyper_parameters") or {}
+        if "net" not in hyper or not isinstance(state.get("state_dict"), dict):
+            raise ConfigError(f"ckpt={path}: not a checkpoint of a dlbasics run")
+        module = SupervisedModule(**hyper)
+        module.load_state_dict(state["state_dict"])
+        module.eval()
+        description = hyper.get("data") or self._data_json()
+        return TrainedModel(module, description, path, int(state.get("epoch", 0)))
+
+    def _data_json(self) -> dict:
+        file = self.directory / "data.json"
+        if not file.is_file():
+            raise ConfigError(
+                f"{self.key}={self.directory}: the checkpoint does not say what its data "
+                "meant and there is no data.json beside it"
+            )
+        return json.loads(file.read_text())
+
+
+def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
+    """The run in ``directory``, or a ConfigError saying why it is not one."""
+    if not directory:
+        raise ConfigError(
+            f"{key}= is required: the run directory, e.g. {key}=outputs/train/runs/..."
+        )
+    path = Path(directory).expanduser().resolve()
+    if not path.is_dir():
+        raise ConfigError(f"{key}={directory}: no such directory")
+    config_file = path / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise ConfigError(f"{key}={directory}: not a run directory (no .hydra/config.yaml in it)")
+    return SavedRun(path, OmegaConf.load(config_file), key)
+
+
+class TrainedModel:
+    """A trained module and what its data meant: everything to use it on raw rows."""
+
+    def __init__(self, module, description: dict[str, Any], checkpoint: Path, epochs: int):
+        self.module = module
+        self.description = description
+        self.checkpoint = checkpoint
+        self.epochs = epochs
+
+    @property
+    def task(self) -> str:
+        return self.description["task"]
+
+    @property
+    def input_shape(self) -> list[int]:
+        return list(self.description["input_shape"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.description.get("class_names") or [])
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The input columns by name, in training order (see :func:`feature_columns`)."""
+        return feature_columns(self.description)
+
+    @property
+    def target_column(self) -> str:
+        return self.description.get("target_name") or "y"
+
+    def raw_feature_model(self):
+        """The net with the scaling folded in (:class:`~dlbasics.nets.RawFeatureModel`)."""
+        from dlbasics.nets import RawFeatureModel
+
+        return RawFeatureModel(
+            self.module.net,
+            self.input_shape,
+            classification=self.task == "classification",
+            feature_scaling=self.description.get("feature_scaling"),
+            target_scaling=self.description.get("target_scaling"),
+        ).eval()
+
+    def model_ready(self, x: np.ndarray, y: np.ndarray, source: str):
+        """Raw arrays of other data -> the tensors the module was trained on.
+
+        Features are scaled with the run's *training* statistics and checked against the
+        input shape; class labels are mapped to the run's classes (a label the model never
+        saw is a DataError); regression targets are scaled as in training.
+        """
+        import torch
+
+        x = np.asarray(x, dtype=np.float32)
+        shape = self.input_shape
+        if x.shape[1:] != tuple(shape) and x[0].size != math.prod(shape):
+            raise DataError(
+                f"{source}: samples shaped {x.shape[1:]}, but the run was trained on samples "
+                f"shaped {tuple(shape)} ({', '.join(self.feature_columns[:8])}"
+                f"{', ...' if len(self.feature_columns) > 8 else ''})"
+            )
+        x = x.reshape(len(x), *shape)
+        scaling = self.description.get("feature_scaling")
+        if scaling and x.ndim == 2:
+            x = (x - np.float32(scaling["mean"])) / np.float32(scaling["std"])
+        if self.task == "classification":
+            y = self.class_indices(y, source)
+        else:
+            y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+            target = self.description.get("target_scaling")
+            if target:
+                y = (y - np.float32(target["mean"])) / np.float32(target["std"])
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y)
+
+    def class_indices(self, labels: np.ndarray, source: str) -> np.ndarray:
+        """Labels (as the data give them, or the run's class names) -> class indices."""
+        index = {name: i for i, name in enumerate(self.class_names)}
+        texts = [str(label) for label in np.asarray(labels).tolist()]
+        unknown = sorted({text for text in texts if text not in index})
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:5])
+            raise DataError(
+                f"{source}: class label(s) {shown} were not among the run's classes "
+                f"({', '.join(self.class_names)}); the model cannot score them"
+            )
+        return np.array([index[text] for text in texts], dtype=np.int64)
+
+
+def feature_columns(description: dict[str, Any]) -> list[str]:
+    """The input columns by name: the data's own names (a CSV's header, a scikit-learn
+    bundle's), else ``x1 .. xn`` for generated data, with images flattened row by row."""
+    names = list(description.get("feature_names") or [])
+    count = math.prod(description["input_shape"])
+    return names if len(names) == count else [f"x{i + 1}" for i in range(count)]
