@@ -70,6 +70,11 @@ def data_config(saved: SavedRun, overrides: list[str]) -> DictConfig:
         except ConfigError as error:  # without train's hint to add a key with +
             raise ConfigError(str(error).split(" (Add a new key")[0]) from None
     config = OmegaConf.merge(saved.config, OmegaConf.from_dotlist(overrides))
+    names = saved.data_description().get("feature_names") if overrides else None
+    if names and "features" in config.data:
+        # A CSV file: the run's columns, by name, in training order, and its task.
+        described = saved.data_description()
+        config.data.merge_with({"features": names, "task": described["task"], "drop": []})
     return config.data
 
 
@@ -90,11 +95,6 @@ def evaluate(
         described = f"the run's {split} split ({len(x)} rows)"
         prefix = split
     else:
-        if "features" in data and model.description.get("feature_names"):
-            # CSV data: the run's columns, by name, in training order, for the run's task.
-            data = OmegaConf.merge(
-                data, {"features": model.description["feature_names"], "task": model.task}
-            )
         datamodule = build(data, "data")
         x, y = datamodule.load_arrays()
         if model.task == "classification":

@@ -100,10 +100,7 @@ def describe(options: dict[str, str]) -> tuple[dict[str, Any], Path]:
         return json.loads(sidecar.read_text()), file.parent / "predict"
     saved = open_run(options.get("run"))
     saved.checkpoint(options.get("ckpt"))  # a missing checkpoint is reported now
-    data_json = saved.directory / "data.json"
-    if not data_json.is_file():
-        raise ConfigError(f"run={saved.directory}: no data.json (written when a run starts)")
-    return json.loads(data_json.read_text()), saved.directory / "predict"
+    return saved.data_description(), saved.directory / "predict"
 
 
 def load_model(options: dict[str, str], description: dict[str, Any]) -> Model:

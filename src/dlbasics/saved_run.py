@@ -69,15 +69,17 @@ class SavedRun:
         module = SupervisedModule(**hyper)
         module.load_state_dict(state["state_dict"])
         module.eval()
-        description = hyper.get("data") or self._data_json()
+        description = hyper.get("data") or self.data_description()
         return TrainedModel(module, description, path, int(state.get("epoch", 0)))
 
-    def _data_json(self) -> dict:
+    def data_description(self) -> dict[str, Any]:
+        """What the run's data meant (``data.json``, written when it started), read without
+        torch; checkpoints carry the same, which :meth:`load` prefers."""
         file = self.directory / "data.json"
         if not file.is_file():
             raise ConfigError(
-                f"{self.key}={self.directory}: the checkpoint does not say what its data "
-                "meant and there is no data.json beside it"
+                f"{self.key}={self.directory}: no data.json in the run (it says what the "
+                "model's inputs and outputs mean; a run writes it when it starts)"
             )
         return json.loads(file.read_text())
 

@@ -59,5 +59,7 @@ class DigitsData(InMemoryDataModule):
         from sklearn.datasets import load_digits
 
         digits = load_digits()
+        # pixel_0_0 .. pixel_7_7, row by row: the columns predict reads an image from.
+        self.feature_names = [str(name) for name in digits.feature_names]
         images = digits.images[:, None, :, :] / 16.0  # pixel values are 0..16
         return images, digits.target

@@ -1,0 +1,354 @@
+"""Using a trained run: evaluate, predict and export, from its run directory alone.
+
+Three tiny runs are trained once for the module (a CSV with text labels, generated linear
+data, digits with a CNN); every command then reads only what the run left on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from dlbasics import commands, evaluate, export, predict
+from dlbasics.config import CONFIG_DIR
+
+SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
+
+
+def penguin_like(rows: int, seed: int) -> pd.DataFrame:
+    """Three species told apart by features on very different scales (mm and grams)."""
+    rng = np.random.default_rng(seed)
+    kind = np.arange(rows) % 3
+    return pd.DataFrame(
+        {
+            "id": [f"{i:05d}" for i in range(rows)],  # leading zeros: text, carried through
+            "bill_mm": np.round(38 + 6 * kind + rng.normal(0, 1.0, rows), 1),
+            "mass_g": np.round(
+                3500 + 700 * (kind == 2) - 300 * (kind == 1) + rng.normal(0, 120, rows)
+            ),
+            "species": np.array(SPECIES)[kind],
+        }
+    )
+
+
+def train_run(directory, *overrides):
+    """Train as ``python -m dlbasics.train`` would, leaving the run's .hydra/config.yaml."""
+    from dlbasics.train import train
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.output_dir={directory}",
+                "callbacks.progress_bar=null",
+                "callbacks.model_summary=null",
+                "trainer.enable_progress_bar=false",
+                "logger=none",
+                "figures=none",
+                *overrides,
+            ],
+        )
+    (directory / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, directory / ".hydra" / "config.yaml")
+    train(cfg)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    penguin_like(300, seed=0).to_csv(root / "penguins.csv", index=False)
+    return {
+        "mlp": train_run(
+            root / "mlp", "data=csv", f"data.path={root / 'penguins.csv'}",
+            "data.target=species", "data.drop=[id]", "trainer.max_epochs=15",
+        ),
+        "linreg": train_run(
+            root / "linreg", "data=linear", "model=linreg", "data.n_samples=400",
+            "+data.standardize_target=true", "optimizer=sgd", "optimizer.lr=0.05",
+            "trainer.max_epochs=20",
+        ),
+        "cnn": train_run(
+            root / "cnn", "data=digits", "model=cnn", "trainer.max_epochs=2",
+        ),
+    }  # fmt: skip
+
+
+def command(module, *argv, capsys):
+    """Run a command as its ``python -m`` entry point does; (exit code, stdout, stderr)."""
+    try:
+        commands.run(module.main, module.__doc__, list(argv))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def raw_test_split(run):
+    """The run's test split as raw rows, by rebuilding its data from the saved config."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(OmegaConf.load(run / ".hydra" / "config.yaml").data)
+    datamodule.setup()
+    x, y = datamodule.original_split("test")
+    return x.reshape(len(x), -1), y, datamodule
+
+
+# -- evaluate -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linreg", "cnn"])
+def test_evaluate_reproduces_the_test_metrics_the_run_logged(runs, kind, capsys):
+    code, out, err = command(evaluate, f"run={runs[kind]}", capsys=capsys)
+    assert code == 0, err
+    logged = json.loads((runs[kind] / "metrics.json").read_text())
+    (written,) = (runs[kind] / "eval").glob("*/metrics.json")
+    evaluated = json.loads(written.read_text())
+    expected = {name: value for name, value in logged.items() if name.startswith("test/")}
+    assert evaluated.keys() == expected.keys()
+    for name, value in expected.items():
+        assert evaluated[name] == pytest.approx(value, abs=1e-6), name
+    assert "test split" in out and "best.ckpt" in out
+
+
+def test_evaluate_on_new_csv_rows_uses_the_runs_training_scaling(runs, tmp_path, capsys):
+    new = penguin_like(90, seed=7)[["species", "mass_g", "bill_mm"]]  # other column order
+    new.to_csv(tmp_path / "new.csv", index=False)
+    code, out, err = command(
+        evaluate, f"run={runs['mlp']}", f"data.path={tmp_path / 'new.csv'}", capsys=capsys
+    )
+    assert code == 0, err
+    assert "all 90 rows" in out and "training statistics" in out
+    (written,) = sorted((runs["mlp"] / "eval").glob("*/metrics.json"))[-1:]
+    assert json.loads(written.read_text())["eval/acc"] > 0.9
+
+
+def test_evaluate_on_noisier_generated_data_sees_the_noise(runs, capsys):
+    # y = x.[2, -3.5] + 5 + noise: a model that learned the line has an error of about noise².
+    code, out, err = command(evaluate, f"run={runs['linreg']}", "data.noise=3", capsys=capsys)
+    assert code == 0, err
+    folder = max((runs["linreg"] / "eval").glob("*/"), key=lambda p: p.stat().st_mtime)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert 9 * 0.7 < metrics["eval/mse"] < 9 * 1.3
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (lambda f: f.drop(columns="mass_g"), "mass_g"),
+        (lambda f: f.assign(species=f.species.replace("Gentoo", "Emperor")), "'Emperor'"),
+    ],
+    ids=["missing-feature", "unknown-class"],
+)
+def test_evaluate_refuses_mismatched_data_in_one_line(runs, tmp_path, frame, message, capsys):
+    frame(penguin_like(30, seed=3)).to_csv(tmp_path / "other.csv", index=False)
+    before = set((runs["mlp"] / "eval").glob("*")) if (runs["mlp"] / "eval").exists() else set()
+    code, out, err = command(
+        evaluate, f"run={runs['mlp']}", f"data.path={tmp_path / 'other.csv'}", capsys=capsys
+    )
+    assert code == 2
+    assert err.startswith("Error: ") and err.count("\n") == 1 and message in err
+    after = set((runs["mlp"] / "eval").glob("*")) if (runs["mlp"] / "eval").exists() else set()
+    assert after == before  # nothing written
+
+
+# -- predict ------------------------------------------------------------------------------
+
+
+def test_predict_names_classes_and_carries_other_columns_through(runs, tmp_path, capsys):
+    rows = penguin_like(120, seed=11)
+    rows.drop(columns="species").to_csv(tmp_path / "unlabelled.csv", index=False)
+    output = tmp_path / "predictions.csv"
+    code, out, err = command(
+        predict, f"run={runs['mlp']}", f"input={tmp_path / 'unlabelled.csv'}",
+        f"output={output}", capsys=capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    result = pd.read_csv(output, dtype={"id": str})
+    assert len(result) == 120 and list(result["id"]) == list(rows["id"])  # "00007" stays
+    assert set(result["predicted_species"]) <= set(SPECIES)
+    probabilities = result[[f"probability_{name}" for name in SPECIES]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert (result["predicted_species"] == rows["species"]).mean() > 0.9
+    assert "Predicted 120 rows" in out
+
+
+def test_predict_regression_in_the_targets_own_units(runs, tmp_path, capsys):
+    x, y, _ = raw_test_split(runs["linreg"])
+    pd.DataFrame(x, columns=["x1", "x2"]).to_csv(tmp_path / "in.csv", index=False)
+    code, _, err = command(
+        predict, f"run={runs['linreg']}", f"input={tmp_path / 'in.csv'}",
+        f"output={tmp_path / 'out.csv'}", capsys=capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    predicted = pd.read_csv(tmp_path / "out.csv")["predicted_y"].to_numpy()
+    # The true line, in the data's units: the target was standardised for training (mean 5,
+    # spread about 4), so predictions left in standard units would be several units off.
+    assert np.abs(predicted - (x @ [2.0, -3.5] + 5.0)).max() < 1.0
+
+
+def test_predict_reads_and_writes_in_chunks(runs, tmp_path, monkeypatch, capsys):
+    penguin_like(1000, seed=5).to_csv(tmp_path / "big.csv", index=False)
+    whole = tmp_path / "whole.csv"
+    command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'big.csv'}",
+            f"output={whole}", capsys=capsys)  # fmt: skip
+    sizes = []
+    original = predict.features_of
+    monkeypatch.setattr(predict, "CHUNK_ROWS", 128)
+    monkeypatch.setattr(
+        predict, "features_of", lambda frame, *a: sizes.append(len(frame)) or original(frame, *a)
+    )
+    chunked = tmp_path / "chunked.csv"
+    code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'big.csv'}",
+                           f"output={chunked}", capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    assert max(sizes) == 128 and sum(sizes) == 1000
+    assert chunked.read_text() == whole.read_text()  # one header, same rows
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (lambda f: f.drop(columns="bill_mm"), "missing feature column(s) 'bill_mm'"),
+        (lambda f: f.assign(mass_g=f.mass_g.astype(object).where(f.index != 700, "heavy")),
+         "row 701 (line 702), column 'mass_g' holds 'heavy'"),
+        (lambda f: f.assign(bill_mm=f.bill_mm.where(f.index != 650)),
+         "row 651 (line 652), column 'bill_mm' is empty"),
+    ],
+    ids=["missing-column", "non-numeric", "nan"],
+)  # fmt: skip
+def test_predict_stops_at_a_bad_row_and_leaves_nothing(runs, tmp_path, spoil, message,
+                                                      monkeypatch, capsys):  # fmt: skip
+    monkeypatch.setattr(predict, "CHUNK_ROWS", 256)  # the bad row is in a later chunk
+    spoil(penguin_like(800, seed=2)).to_csv(tmp_path / "bad.csv", index=False)
+    output = tmp_path / "out" / "predictions.csv"
+    code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'bad.csv'}",
+                           f"output={output}", capsys=capsys)  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not output.exists()
+    assert not any(output.parent.glob("*")) if output.parent.exists() else True
+
+
+# -- export -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linreg", "cnn"])
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_export_agrees_with_the_checkpoint_on_raw_features(runs, kind, fmt, capsys):
+    code, out, err = command(export, f"run={runs[kind]}", f"format={fmt}", capsys=capsys)
+    assert code == 0, err
+    file = runs[kind] / "export" / f"best.{fmt}"
+    about = json.loads(file.with_name(f"best.{fmt}.json").read_text())
+    assert not list(file.parent.glob("*.data"))  # one self-contained file
+    assert "largest absolute difference" in out
+
+    x, _, datamodule = raw_test_split(runs[kind])
+    assert about["feature_names"] == (datamodule.feature_names or ["x1", "x2"])
+    assert about["class_names"] == datamodule.class_names
+    shipped = export.load_exported(file)
+    trained = evaluate.open_run(runs[kind]).load()
+    import torch
+
+    with torch.no_grad():
+        expected = trained.raw_feature_model()(torch.from_numpy(x.astype(np.float32))).numpy()
+    for rows in (x[:1], x[:7], x):  # any batch size
+        assert np.abs(shipped(rows.astype(np.float32)) - expected[: len(rows)]).max() <= 1e-5
+    if kind == "mlp":  # probabilities; their argmax is the checkpoint's prediction
+        assert np.allclose(expected.sum(axis=1), 1, atol=1e-5)
+        assert np.array_equal(expected.argmax(1), trained.module.predict_raw(x).numpy())
+
+
+def test_predict_runs_an_exported_onnx_model_without_torch(runs, tmp_path, capsys):
+    command(export, f"run={runs['mlp']}", "format=onnx", capsys=capsys)
+    penguin_like(50, seed=4).to_csv(tmp_path / "in.csv", index=False)
+    script = (
+        "import sys; from dlbasics import commands, predict; "
+        "commands.run(predict.main, '', sys.argv[1:]); print('torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, f"model={runs['mlp'] / 'export' / 'best.onnx'}",
+         f"input={tmp_path / 'in.csv'}", f"output={tmp_path / 'onnx.csv'}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("False")  # onnxruntime alone
+    command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'in.csv'}",
+            f"output={tmp_path / 'torch.csv'}", capsys=capsys)  # fmt: skip
+    onnx, torch_ = pd.read_csv(tmp_path / "onnx.csv"), pd.read_csv(tmp_path / "torch.csv")
+    assert list(onnx["predicted_species"]) == list(torch_["predicted_species"])
+    columns = [f"probability_{name}" for name in SPECIES]
+    assert np.abs(onnx[columns].to_numpy() - torch_[columns].to_numpy()).max() <= 1e-5
+
+
+def test_export_without_the_extra_names_it(runs, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "onnxruntime" else real(name, *a),
+    )
+    code, _, err = command(export, f"run={runs['linreg']}", "format=onnx", capsys=capsys)
+    assert code == 2 and "pip install 'dlbasics[export]'" in err and err.count("\n") == 1
+
+
+# -- bad runs and checkpoints -------------------------------------------------------------
+
+
+def test_bad_runs_and_checkpoints_are_one_line_each(runs, tmp_path, capsys):
+    broken = tmp_path / "broken"
+    (broken / ".hydra").mkdir(parents=True)
+    (broken / ".hydra" / "config.yaml").write_text(
+        (runs["mlp"] / ".hydra" / "config.yaml").read_text()
+    )
+    (broken / "data.json").write_text((runs["mlp"] / "data.json").read_text())
+    (broken / "checkpoints").mkdir()
+    whole = (runs["mlp"] / "checkpoints" / "best.ckpt").read_bytes()
+    (broken / "checkpoints" / "best.ckpt").write_bytes(whole[: len(whole) // 2])
+    penguin_like(10, seed=1).to_csv(tmp_path / "in.csv", index=False)
+    cases = [
+        (evaluate, [f"run={tmp_path / 'nowhere'}"], "no such directory"),
+        (evaluate, [f"run={tmp_path}"], "not a run directory"),
+        (evaluate, [f"run={runs['mlp']}", "ckpt=last"], None),  # fine: last exists
+        (evaluate, [f"run={runs['mlp']}", f"ckpt={tmp_path / 'x.ckpt'}"], "no such file"),
+        (evaluate, [f"run={broken}"], "cannot be read as a checkpoint"),
+        (predict, [f"run={broken}", f"input={tmp_path / 'in.csv'}"], "cannot be read"),
+        (export, [f"run={broken}", "format=pt2"], "cannot be read as a checkpoint"),
+        (export, [f"run={runs['mlp']}", "format=torchscript"], "choose one of onnx, pt2"),
+        (predict, [f"run={runs['mlp']}", "input=missing.csv"], "no such file"),
+        (evaluate, [f"run={runs['mlp']}", "model.hidden_sizes=[4]"], "unknown key 'model.hidden_sizes'"),
+        (evaluate, [f"run={runs['mlp']}", "data.pth=x.csv"], "Did you mean data.path?"),
+    ]  # fmt: skip
+    (broken / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
+    for module, argv, message in cases:
+        code, _, err = command(module, *argv, capsys=capsys)
+        if message is None:
+            assert code == 0, err
+            continue
+        assert code == 2 and err.startswith("Error: ") and err.count("\n") == 1, (argv, err)
+        assert message in err, (argv, err)
+    assert sorted(p.name for p in broken.iterdir()) == [
+        ".hydra",
+        "checkpoints",
+        "data.json",
+    ]  # nothing added
+
+
+@pytest.mark.parametrize("name", ["evaluate", "predict", "export"])
+def test_help_answers_without_importing_torch(name):
+    script = (
+        f"import sys; from dlbasics import commands, {name} as m; "
+        "commands.run(m.main, m.__doc__, ['--help']); print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and "run=" in done.stdout
+    assert done.stdout.strip().endswith("False")
