@@ -352,3 +352,45 @@ def test_help_answers_without_importing_torch(name):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0 and "run=" in done.stdout
     assert done.stdout.strip().endswith("False")
+
+
+# -- the README's commands, as a user types them ----------------------------------------------
+
+
+def readme_use_commands() -> list[str]:
+    """The README's ``RUN=...`` line and its evaluate/predict/export commands, in order."""
+    from conftest import ROOT
+
+    lines = (ROOT / "README.md").read_text().splitlines()
+    starts = ("RUN=", *(f"python -m dlbasics.{c} " for c in ("evaluate", "predict", "export")))
+    return [line.split(" #")[0].strip() for line in lines if line.startswith(starts)]
+
+
+@pytest.mark.slow
+def test_the_readme_commands_use_a_run_end_to_end(tmp_path):
+    from conftest import run_cli
+    from test_runs_apart import write_houses
+
+    commands_ = readme_use_commands()
+    assert commands_[0].startswith("RUN=") and len(commands_) == 6
+    write_houses(tmp_path)
+    houses = pd.read_csv(tmp_path / "houses.csv")
+    houses.sample(40, random_state=1).to_csv(tmp_path / "new_houses.csv", index=False)
+    trained = run_cli("data=csv", "data.path=houses.csv", "data.target=price", "model=linreg",
+                      "data.standardize_target=true", "optimizer.lr=0.05", cwd=tmp_path)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    for line in commands_[1:]:
+        argv = line.replace("$RUN", str(run)).split()
+        done = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, (line, done.stdout[-1500:], done.stderr[-1500:])
+    logged = json.loads((run / "metrics.json").read_text())
+    first, other = sorted((run / "eval").iterdir())
+    assert json.loads((first / "metrics.json").read_text())["test/r2"] == pytest.approx(
+        logged["test/r2"], abs=1e-6
+    )
+    assert json.loads((other / "metrics.json").read_text())["eval/r2"] > 0.9
+    torch_, onnx = pd.read_csv(tmp_path / "predictions.csv"), pd.read_csv(tmp_path / "onnx.csv")
+    assert len(torch_) == 40 and list(torch_["price"]) == list(onnx["price"])
+    assert np.allclose(torch_["predicted_price"], onnx["predicted_price"], rtol=1e-5)
