@@ -7,6 +7,7 @@ data, digits with a CNN); every command then reads only what the run left on dis
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -394,3 +395,18 @@ def test_the_readme_commands_use_a_run_end_to_end(tmp_path):
     torch_, onnx = pd.read_csv(tmp_path / "predictions.csv"), pd.read_csv(tmp_path / "onnx.csv")
     assert len(torch_) == 40 and list(torch_["price"]) == list(onnx["price"])
     assert np.allclose(torch_["predicted_price"], onnx["predicted_price"], rtol=1e-5)
+
+
+def test_a_runs_relative_csv_path_is_found_from_another_folder(runs, tmp_path, monkeypatch):
+    # Trained from `started/` with data.path=penguins.csv; used later from anywhere else.
+    run = tmp_path / "run"
+    shutil.copytree(runs["mlp"], run)
+    config = OmegaConf.load(run / ".hydra" / "config.yaml")
+    config.data.path = "penguins.csv"
+    OmegaConf.save(config, run / ".hydra" / "config.yaml")
+    (tmp_path / "started").mkdir()
+    shutil.copy(runs["mlp"].parent / "penguins.csv", tmp_path / "started")
+    OmegaConf.save({"hydra": {"runtime": {"cwd": str(tmp_path / "started")}}},
+                   run / ".hydra" / "hydra.yaml")  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert evaluate.open_run(run).config.data.path == str(tmp_path / "started" / "penguins.csv")

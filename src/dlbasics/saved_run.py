@@ -96,7 +96,21 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
     config_file = path / ".hydra" / "config.yaml"
     if not config_file.is_file():
         raise ConfigError(f"{key}={directory}: not a run directory (no .hydra/config.yaml in it)")
-    return SavedRun(path, OmegaConf.load(config_file), key)
+    config = OmegaConf.load(config_file)
+    _anchor_data_path(config, path)
+    return SavedRun(path, config, key)
+
+
+def _anchor_data_path(config: DictConfig, run_dir: Path) -> None:
+    """A relative ``data.path`` was read from where the run started (Hydra's runtime cwd,
+    in ``.hydra/hydra.yaml``): point it there, so the run's CSV is found from anywhere."""
+    data_path = (config.get("data") or {}).get("path")
+    hydra_file = run_dir / ".hydra" / "hydra.yaml"
+    if not data_path or Path(data_path).is_absolute() or not hydra_file.is_file():
+        return
+    started_in = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
+    if started_in and (Path(started_in) / data_path).is_file():
+        config.data.path = str(Path(started_in) / data_path)
 
 
 class TrainedModel:
