@@ -18,6 +18,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.errors import ConfigError
+from dlbasics.saved_run import open_run, read_checkpoint
 
 # Keys a resumed run may change: how long and where it trains, how it reports and saves.
 # Anything else (model, data, optimizer, seed, ...) would make the checkpoint mean another run.
@@ -50,7 +51,6 @@ def check_resumable(run_dir: Path, overrides: list[str]) -> None:
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's composed config, pointed at its own directory and newest checkpoint."""
     from dlbasics.rundir import FAILED_MARK
-    from dlbasics.saved_run import open_run
     from dlbasics.validate import check_key_exists
 
     saved = open_run(run_dir, key="resume")  # a run directory, with its config
@@ -92,28 +92,6 @@ def record_resume(run_dir: Path, overrides: list[str]) -> None:
     when = datetime.datetime.now().isoformat(timespec="seconds")
     history.append({"resumed": when, "overrides": list(overrides)})
     OmegaConf.save(history, log_file)
-
-
-def read_checkpoint(path: Path, key: str) -> dict:
-    """The checkpoint at ``path`` loaded on the CPU, or a ConfigError saying why it cannot be."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise ConfigError(f"{key}={path}: no such file") from None
-    except Exception as error:  # truncated, not a checkpoint at all, ...
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        best = Path(path).with_name("best.ckpt")
-        hint = (
-            f" The run's best.ckpt is intact: start a new run from it with "
-            f"python -m dlbasics.train ckpt_path={best}"
-            if best.is_file() and best != Path(path) and _readable(best)
-            else ""
-        )
-        raise ConfigError(
-            f"{key}={path}: cannot be read as a checkpoint ({reason}).{hint}"
-        ) from None
 
 
 def check_checkpoint(path: str | Path, module, key: str) -> None:
@@ -171,13 +149,3 @@ def resume_run(
         f" with {shlex.join(overrides)}" if overrides else "",
     )
     train(cfg)
-
-
-def _readable(path: Path) -> bool:
-    import torch
-
-    try:
-        torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:
-        return False
-    return True

@@ -4,7 +4,8 @@ One place loads a run for ``resume=``, ``evaluate``, ``predict`` and ``export``:
 
 * :func:`open_run` checks that a directory holds a run and reads its composed config
   (``.hydra/config.yaml``); it imports no torch, so a wrong path is reported at once;
-* :meth:`SavedRun.checkpoint` picks ``best``, ``last`` or a file (``ckpt=``);
+* :meth:`SavedRun.checkpoint` picks ``best``, ``last`` or a file (``ckpt=``), and
+  :func:`read_checkpoint` reads one, saying why it cannot (truncated, not a checkpoint);
 * :meth:`SavedRun.load` rebuilds the trained :class:`~dlbasics.module.SupervisedModule` from
   a checkpoint, with the data description it carries: task, feature and class names, and
   the training split's scaling statistics (see :class:`TrainedModel`).
@@ -59,7 +60,6 @@ class SavedRun:
     def load(self, choice: str | None = None) -> TrainedModel:
         """The trained model of checkpoint ``choice``, in evaluation mode on the CPU."""
         from dlbasics.module import SupervisedModule
-        from dlbasics.resume import read_checkpoint
 
         path = self.checkpoint(choice)
         state = read_checkpoint(path, "ckpt")
@@ -205,3 +205,35 @@ def feature_columns(description: dict[str, Any]) -> list[str]:
     names = list(description.get("feature_names") or [])
     count = math.prod(description["input_shape"])
     return names if len(names) == count else [f"x{i + 1}" for i in range(count)]
+
+
+def read_checkpoint(path: Path, key: str) -> dict:
+    """The checkpoint at ``path`` loaded on the CPU, or a ConfigError saying why it cannot be."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise ConfigError(f"{key}={path}: no such file") from None
+    except Exception as error:  # truncated, not a checkpoint at all, ...
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        best = Path(path).with_name("best.ckpt")
+        hint = (
+            f" The run's best.ckpt is intact: start a new run from it with "
+            f"python -m dlbasics.train ckpt_path={best}"
+            if best.is_file() and best != Path(path) and _readable(best)
+            else ""
+        )
+        raise ConfigError(
+            f"{key}={path}: cannot be read as a checkpoint ({reason}).{hint}"
+        ) from None
+
+
+def _readable(path: Path) -> bool:
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:
+        return False
+    return True
