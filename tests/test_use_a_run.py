@@ -410,3 +410,30 @@ def test_a_runs_relative_csv_path_is_found_from_another_folder(runs, tmp_path, m
                    run / ".hydra" / "hydra.yaml")  # fmt: skip
     monkeypatch.chdir(tmp_path)
     assert evaluate.open_run(run).config.data.path == str(tmp_path / "started" / "penguins.csv")
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_predict_keeps_each_input_line_as_it_was(runs, tmp_path, sep, capsys):
+    lines = [
+        sep.join(["id", "owner", "mass_g", "bill_mm"]),
+        sep.join(["00012", '"Smith, J; Jr"', "3.75e3", "39.10"]),
+        "",  # a blank line is skipped
+        sep.join(["00013", "Lee", "5600", "50.2"]),
+    ]
+    (tmp_path / "in.csv").write_text("\r\n".join(lines) + "\r\n")
+    output = tmp_path / "out.csv"
+    code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'in.csv'}",
+                           f"output={output}", capsys=capsys)  # fmt: skip
+    assert code == 0, err
+    written = output.read_text().splitlines()
+    assert len(written) == 3
+    for original, line in zip([lines[0], lines[1], lines[3]], written, strict=True):
+        assert line.startswith(original + sep)  # the input's bytes, then the predictions
+    assert written[0].endswith(sep.join(["predicted_species"] + [f"probability_{s}" for s in SPECIES]))
+    assert written[2].split(sep)[4] == "Gentoo"  # heavy, long bill
+
+    (tmp_path / "bad.csv").write_text("\n".join(lines[:3] + ["00014,Kim,,41.0"]) + "\n")
+    code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'bad.csv'}",
+                           f"output={output}", capsys=capsys)  # fmt: skip
+    if sep == ",":  # the row after the blank line is row 2, on line 4
+        assert code == 2 and "row 2 (line 4), column 'mass_g' is empty" in err, err

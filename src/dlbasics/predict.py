@@ -18,6 +18,9 @@ is left at output.
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
 import json
 import os
 import time
@@ -68,7 +71,7 @@ def main(argv: list[str]) -> None:
     if "run" in options and "model" in options:
         raise ConfigError("predict: give run= or model=, not both")
     description, default_output = describe(options)
-    header = read_header(source, "input")
+    header, sep = read_header(source, "input")
     check_columns(header, description, source)  # before torch or onnxruntime are imported
     output = Path(options.get("output") or default_output / f"{source.stem}.csv")
     if output.resolve() == source.resolve():
@@ -77,7 +80,7 @@ def main(argv: list[str]) -> None:
     model = load_model(options, description)
     check_output_names(header, model)
     started = time.perf_counter()
-    rows = predict_file(model, source, output, header)
+    rows = predict_file(model, source, output, sep)
     seconds = time.perf_counter() - started
     print(
         f"Predicted {rows} rows with {model.name} in {seconds:.1f} s "
@@ -125,14 +128,18 @@ def load_model(options: dict[str, str], description: dict[str, Any]) -> Model:
 # -- reading and checking the input -------------------------------------------------------
 
 
-def read_header(file: Path, key: str) -> list[str]:
-    """The column names of a CSV file, or a DataError naming ``key``."""
+def read_header(file: Path, key: str) -> tuple[list[str], str]:
+    """The column names of a CSV file and its separator (, ; tab or |, as detected), or a
+    DataError naming ``key``."""
     import pandas as pd
+
+    from dlbasics.data.table import resolve_separator
 
     if not file.is_file():
         raise DataError(f"{key}={file}: no such file")
     try:
-        return [str(name) for name in pd.read_csv(file, nrows=0).columns]
+        sep = resolve_separator(file, None, "utf-8", notes=[])
+        return [str(name) for name in pd.read_csv(file, sep=sep, nrows=0).columns], sep
     except (pd.errors.EmptyDataError, UnicodeDecodeError, pd.errors.ParserError) as error:
         raise DataError(f"{key}={file}: cannot be read as CSV ({error})") from None
 
@@ -168,50 +175,68 @@ def check_output_names(header: list[str], model: Model) -> None:
         )
 
 
-def chunks(file, columns: list[str], header: list[str]) -> Iterator[tuple[int, Any]]:
-    """``(first row number, DataFrame)`` per chunk: feature columns as float64, every other
-    column as its own text, so it is written back as it was read."""
+@dataclass
+class Chunk:
+    """Up to :data:`CHUNK_ROWS` data lines of the input, as read (bytes), and where they are."""
+
+    lines: list[bytes]
+    first_row: int  # 1-based number of the chunk's first data row
+    first_line: int  # the file line of its first row (the header is line 1)
+    line_numbers: list[int] | None = None  # each row's line, where blank lines were skipped
+
+    def where(self, row: int) -> str:
+        """ "row N (line L)" for the chunk's ``row``-th data row (0-based)."""
+        line = self.line_numbers[row] if self.line_numbers else self.first_line + row
+        return f"row {self.first_row + row} (line {line})"
+
+
+def line_chunks(handle) -> Iterator[Chunk]:
+    """The data lines left in ``handle``, :data:`CHUNK_ROWS` at a time; blank lines skipped."""
+    row, line = 1, 2
+    while raw := list(itertools.islice(handle, CHUNK_ROWS)):
+        lines = [text for text in raw if text.strip()]
+        numbers = None
+        if len(lines) < len(raw):
+            numbers = [line + i for i, text in enumerate(raw) if text.strip()]
+        if lines:
+            yield Chunk(lines, row, line, numbers)
+        row += len(lines)
+        line += len(raw)
+
+
+def parse_features(chunk: Chunk, header: bytes, columns: list[str], sep: str, source: Path):
+    """The chunk's feature columns as float64 (a DataFrame); errors name row and column."""
     import pandas as pd
 
-    dtypes = {name: (np.float64 if name in columns else str) for name in header}
-    reader = pd.read_csv(
-        file,
-        dtype=dtypes,
-        keep_default_na=False,
-        na_values={name: _MISSING for name in columns},
-        chunksize=CHUNK_ROWS,
-        low_memory=False,
-    )
-    first = 1
-    with reader:
-        for frame in reader:
-            yield first, frame
-            first += len(frame)
+    text = io.BytesIO(header + b"".join(chunk.lines))
+    options = {"sep": sep, "usecols": columns, "keep_default_na": False}
+    try:
+        frame = pd.read_csv(
+            text, dtype=dict.fromkeys(columns, np.float64), na_values=_MISSING, **options
+        )
+    except ValueError as error:  # a cell that is not a number: find it, by the slow way
+        text.seek(0)
+        cells = pd.read_csv(text, dtype=str, **options)
+        for name in columns:
+            values = cells[name].str.strip()
+            bad = pd.to_numeric(values, errors="coerce").isna() & ~values.isin(_MISSING)
+            if bad.any():
+                row = int(np.argmax(bad.to_numpy()))
+                raise DataError(
+                    f"input={source}: {chunk.where(row)}, column '{name}' holds "
+                    f"{cells[name].iloc[row]!r}, which is not a number"
+                ) from None
+        reason = " ".join(str(error).split())[:200]
+        raise DataError(f"input={source}: rows from {chunk.where(0)}: {reason}") from None
+    if len(frame) != len(chunk.lines):
+        raise DataError(
+            f"input={source}: a quoted value spans lines near {chunk.where(0)}; predict "
+            "reads one row per line"
+        )
+    return frame
 
 
-def first_bad_cell(file: Path, columns: list[str]) -> str:
-    """Where the first non-numeric feature value is (the slow path, after a failure)."""
-    import pandas as pd
-
-    first = 1
-    reader = pd.read_csv(file, usecols=columns, dtype=str, keep_default_na=False,
-                         chunksize=CHUNK_ROWS)  # fmt: skip
-    with reader:
-        for frame in reader:
-            for name in columns:
-                values = pd.to_numeric(frame[name].str.strip(), errors="coerce")
-                bad = values.isna() & ~frame[name].str.strip().isin(_MISSING)
-                if bad.any():
-                    index = int(np.argmax(bad.to_numpy()))
-                    return (
-                        f"row {first + index} (line {first + index + 1}), column '{name}' "
-                        f"holds {frame[name].iloc[index]!r}, which is not a number"
-                    )
-            first += len(frame)
-    return "a feature value is not a number"
-
-
-def features_of(frame, columns: list[str], first: int, source: Path) -> np.ndarray:
+def features_of(frame, columns: list[str], chunk: Chunk, source: Path) -> np.ndarray:
     """The chunk's feature matrix in the model's column order, float32, all finite."""
     x = frame[columns].to_numpy(dtype=np.float64)
     finite = np.isfinite(x)
@@ -219,9 +244,8 @@ def features_of(frame, columns: list[str], first: int, source: Path) -> np.ndarr
         row, column = (int(i) for i in np.argwhere(~finite)[0])
         value = "empty" if np.isnan(x[row, column]) else f"{x[row, column]}"
         raise DataError(
-            f"input={source}: row {first + row} (line {first + row + 1}), column "
-            f"'{columns[column]}' is "
-            f"{value}; the model needs a number in every feature column"
+            f"input={source}: {chunk.where(row)}, column '{columns[column]}' is {value}; "
+            "the model needs a number in every feature column"
         )
     return x.astype(np.float32)
 
@@ -229,42 +253,40 @@ def features_of(frame, columns: list[str], first: int, source: Path) -> np.ndarr
 # -- predicting ---------------------------------------------------------------------------
 
 
-def predict_file(model: Model, source: Path, output: Path, header: list[str]) -> int:
+def predict_file(model: Model, source: Path, output: Path, sep: str = ",") -> int:
     """Stream ``source`` through ``model`` into ``output``; returns the rows predicted.
 
-    The predictions are written to a temporary file beside ``output`` and moved into place
-    at the end, so a failure (or Ctrl-C) leaves nothing at ``output``.
+    Each input line is written back as it was read, with the predictions appended, so
+    every column the model does not read (an id, the target) is carried through byte for
+    byte. The output goes to a temporary file beside ``output``, moved into place at the
+    end: a failure (or Ctrl-C) leaves nothing at ``output``.
     """
-    import pandas as pd
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from dlbasics.report import console
 
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
-    names = output_names(model)
-    size = max(source.stat().st_size, 1)
-    rows = 0
     progress = Progress(
         TextColumn("predicting"), BarColumn(), TextColumn("{task.fields[rows]:,} rows"),
         TimeRemainingColumn(), console=console, transient=True,
         disable=not console.is_terminal,  # a bar in a piped log is noise
     )  # fmt: skip
+    rows = 0
     try:
-        with progress, source.open("rb") as handle, partial.open("w", encoding="utf-8") as out:
-            task = progress.add_task("predict", total=size, rows=0)
-            try:
-                for first, frame in chunks(handle, model.columns, header):
-                    outputs = model.predict(features_of(frame, model.columns, first, source))
-                    frame = frame.assign(**dict(zip(names, _columns(model, outputs), strict=True)))
-                    frame.to_csv(out, header=first == 1, index=False)
-                    rows += len(frame)
-                    # pandas reads the file in blocks: how far it got is close enough.
-                    progress.update(task, completed=handle.tell(), rows=rows)
-            except (ValueError, pd.errors.ParserError) as error:
-                raise DataError(f"input={source}: {_reading_error(error, source, model)}") from None
-            if rows == 0:
-                raise DataError(f"input={source}: no rows below the header")
+        with progress, source.open("rb") as handle, partial.open("wb") as out:
+            task = progress.add_task("predict", total=max(source.stat().st_size, 1), rows=0)
+            first_line = handle.readline()
+            added = sep.encode() + _csv_fields(output_names(model), sep)
+            out.write(first_line.rstrip(b"\r\n") + added + b"\n")
+            for chunk in line_chunks(handle):
+                frame = parse_features(chunk, first_line, model.columns, sep, source)
+                outputs = model.predict(features_of(frame, model.columns, chunk, source))
+                out.writelines(_with_predictions(chunk.lines, model, outputs, sep))
+                rows += len(chunk.lines)
+                progress.update(task, completed=handle.tell(), rows=rows)
+        if rows == 0:
+            raise DataError(f"input={source}: no rows below the header")
         partial.replace(output)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -272,18 +294,29 @@ def predict_file(model: Model, source: Path, output: Path, header: list[str]) ->
     return rows
 
 
-def _columns(model: Model, outputs: np.ndarray) -> list[np.ndarray]:
+def _with_predictions(lines: list[bytes], model: Model, outputs: np.ndarray, sep: str):
+    """Each line as read, then its predictions: class name and probabilities, or values.
+
+    ``%.9g`` writes every digit a float32 holds, so the file round-trips the model's output.
+    """
+    values, sep_bytes = outputs.tolist(), sep.encode()
     if model.classes:
-        predicted = np.asarray(model.classes, dtype=object)[outputs.argmax(axis=1)]
-        return [predicted, *outputs.T]
-    return list(outputs.T)
+        names = [_csv_fields([name], sep) for name in model.classes]
+        pattern = b"%s" + sep_bytes + b"%s" + (sep_bytes + b"%.9g") * len(model.classes) + b"\n"
+        chosen = outputs.argmax(axis=1).tolist()
+        return [
+            pattern % (line.rstrip(b"\r\n"), names[best], *row)
+            for line, best, row in zip(lines, chosen, values, strict=True)
+        ]
+    pattern = b"%s" + (sep_bytes + b"%.9g") * outputs.shape[1] + b"\n"
+    return [pattern % (line.rstrip(b"\r\n"), *row) for line, row in zip(lines, values, strict=True)]
 
 
-def _reading_error(error: Exception, source: Path, model: Model) -> str:
-    text = str(error)
-    if "could not convert" in text or "Unable to parse" in text:
-        return first_bad_cell(source, model.columns)
-    return " ".join(text.split())[:200]
+def _csv_fields(fields: list[str], sep: str) -> bytes:
+    """``fields`` as one CSV row (quoted where needed), UTF-8, no line ending."""
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=sep, lineterminator="").writerow(fields)
+    return buffer.getvalue().encode()
 
 
 def cli() -> None:
