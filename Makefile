@@ -12,7 +12,7 @@ TORCH_CPU ?= torch==2.13.0
 # With a GPU, PyPI's default (CUDA) build.
 TORCH_GPU ?= torch>=2.3
 
-.PHONY: setup train test test-fast bench tensorboard lint clean
+.PHONY: setup train test test-fast bench bench-predict tensorboard lint clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,9 @@ test-fast: setup
 
 bench: setup
 	$(PY) benchmarks/bench.py $(ARGS)
+
+bench-predict: setup
+	$(PY) benchmarks/predict_bench.py $(ARGS)
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir outputs

@@ -437,3 +437,11 @@ def test_predict_keeps_each_input_line_as_it_was(runs, tmp_path, sep, capsys):
                            f"output={output}", capsys=capsys)  # fmt: skip
     if sep == ",":  # the row after the blank line is row 2, on line 4
         assert code == 2 and "row 2 (line 4), column 'mass_g' is empty" in err, err
+
+
+def test_predict_refuses_a_value_spanning_lines(runs, tmp_path, capsys):
+    (tmp_path / "in.csv").write_text('note,mass_g,bill_mm\n"two\nlines",3700,39.0\n')
+    output = tmp_path / "out.csv"
+    code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'in.csv'}",
+                           f"output={output}", capsys=capsys)  # fmt: skip
+    assert code == 2 and "spans lines" in err and not output.exists()
