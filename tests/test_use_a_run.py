@@ -316,12 +316,19 @@ def test_bad_runs_and_checkpoints_are_one_line_each(runs, tmp_path, capsys):
     whole = (runs["mlp"] / "checkpoints" / "best.ckpt").read_bytes()
     (broken / "checkpoints" / "best.ckpt").write_bytes(whole[: len(whole) // 2])
     penguin_like(10, seed=1).to_csv(tmp_path / "in.csv", index=False)
+    empty = tmp_path / "empty"  # a run stopped before its first checkpoint
+    shutil.copytree(broken, empty, ignore=shutil.ignore_patterns("*.ckpt"))
     cases = [
         (evaluate, [f"run={tmp_path / 'nowhere'}"], "no such directory"),
         (evaluate, [f"run={tmp_path}"], "not a run directory"),
         (evaluate, [f"run={runs['mlp']}", "ckpt=last"], None),  # fine: last exists
         (evaluate, [f"run={runs['mlp']}", f"ckpt={tmp_path / 'x.ckpt'}"], "no such file"),
+        (evaluate, [f"run={runs['mlp']}", f"ckpt={runs['cnn'] / 'checkpoints' / 'best.ckpt'}"],
+         "trained on other data than run="),
         (evaluate, [f"run={broken}"], "cannot be read as a checkpoint"),
+        (evaluate, [f"run={empty}"], "no checkpoint in the run"),
+        (predict, [f"run={empty}", f"input={tmp_path / 'in.csv'}"], "no checkpoint in the run"),
+        (export, [f"run={empty}"], "no checkpoint in the run"),
         (predict, [f"run={broken}", f"input={tmp_path / 'in.csv'}"], "cannot be read"),
         (export, [f"run={broken}", "format=pt2"], "cannot be read as a checkpoint"),
         (export, [f"run={runs['mlp']}", "format=torchscript"], "choose one of onnx, pt2"),
@@ -429,7 +436,9 @@ def test_predict_keeps_each_input_line_as_it_was(runs, tmp_path, sep, capsys):
     assert len(written) == 3
     for original, line in zip([lines[0], lines[1], lines[3]], written, strict=True):
         assert line.startswith(original + sep)  # the input's bytes, then the predictions
-    assert written[0].endswith(sep.join(["predicted_species"] + [f"probability_{s}" for s in SPECIES]))
+    assert written[0].endswith(
+        sep.join(["predicted_species"] + [f"probability_{s}" for s in SPECIES])
+    )
     assert written[2].split(sep)[4] == "Gentoo"  # heavy, long bill
 
     (tmp_path / "bad.csv").write_text("\n".join(lines[:3] + ["00014,Kim,,41.0"]) + "\n")
@@ -445,3 +454,17 @@ def test_predict_refuses_a_value_spanning_lines(runs, tmp_path, capsys):
     code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'in.csv'}",
                            f"output={output}", capsys=capsys)  # fmt: skip
     assert code == 2 and "spans lines" in err and not output.exists()
+
+
+def test_evaluate_refuses_data_with_another_feature_count(runs, capsys):
+    code, _, err = command(evaluate, f"run={runs['linreg']}", "data.weights=[1,2,3]", capsys=capsys)
+    assert code == 2 and "samples shaped (3,)" in err and "(2,)" in err, err
+
+
+def test_an_export_that_disagrees_fails_and_keeps_nothing(runs, monkeypatch, capsys):
+    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no difference can pass
+    folder = runs["mlp"] / "export"
+    before = sorted(folder.iterdir()) if folder.exists() else []
+    code, _, err = command(export, f"run={runs['mlp']}", "format=pt2", capsys=capsys)
+    assert code == 1 and "nothing was kept" in err, err
+    assert (sorted(folder.iterdir()) if folder.exists() else []) == before

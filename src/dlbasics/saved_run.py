@@ -70,7 +70,19 @@ class SavedRun:
         module.load_state_dict(state["state_dict"])
         module.eval()
         description = hyper.get("data") or self.data_description()
+        self._check_same_data(description, path)
         return TrainedModel(module, description, path, int(state.get("epoch", 0)))
+
+    def _check_same_data(self, description: dict[str, Any], path: Path) -> None:
+        """A checkpoint from elsewhere (``ckpt=<file>``) must read and predict what this run's
+        data hold, or every number computed with it would be wrong."""
+        run = self.data_description() if (self.directory / "data.json").is_file() else {}
+        for key in ("task", "input_shape", "feature_names", "class_names"):
+            if key in run and run[key] != description.get(key):
+                raise ConfigError(
+                    f"ckpt={path}: trained on other data than {self.key}={self.directory} "
+                    f"({key}: {description.get(key)!s:.80} there, {run[key]!s:.80} here)"
+                )
 
     def data_description(self) -> dict[str, Any]:
         """What the run's data meant (``data.json``, written when it started), read without
