@@ -1,4 +1,6 @@
-"""Score a trained run: ``python -m dlbasics.evaluate run=<run dir> [ckpt=...] [data.key=value ...]``
+"""Score a trained run on its own test split, or on other data.
+
+usage: python -m dlbasics.evaluate run=<run dir> [ckpt=best|last|<file>] [data.KEY=VALUE ...]
 
   run=DIR        the run directory (outputs/<task>/runs/<date>_<time>)
   ckpt=CHOICE    best (default: what the run's own test used), last, or a .ckpt file

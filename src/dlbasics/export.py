@@ -1,4 +1,6 @@
-"""Ship a trained model: ``python -m dlbasics.export run=<run dir> format=onnx|pt2 [ckpt=...]``
+"""Ship a trained model as ONNX or pt2 (torch.export): raw features in, predictions out.
+
+usage: python -m dlbasics.export run=<run dir> [format=onnx|pt2] [ckpt=best|last|<file>]
 
   run=DIR        the run directory
   format=FORMAT  onnx (default; needs the export extra: pip install 'dlbasics[export]')

@@ -1,4 +1,7 @@
-"""Predict on new rows: ``python -m dlbasics.predict run=<run dir> input=<file.csv> [...]``
+"""Predict on new rows with a trained run or an exported model.
+
+usage: python -m dlbasics.predict run=<run dir> input=<file.csv> [output=<file.csv>] [ckpt=...]
+       python -m dlbasics.predict model=<file.onnx|file.pt2> input=<file.csv> [output=...]
 
   run=DIR        the run directory whose model predicts
   model=FILE     or an exported model instead of a run: model.onnx or model.pt2 (the

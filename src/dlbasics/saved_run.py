@@ -71,7 +71,10 @@ class SavedRun:
         module.eval()
         description = hyper.get("data") or self.data_description()
         self._check_same_data(description, path)
-        return TrainedModel(module, description, path, int(state.get("epoch", 0)))
+        # best.ckpt holds the weights of epoch ``best_epoch`` (counted from 0), written later.
+        best = state.get("best_epoch")
+        epochs = int(best) + 1 if best is not None else int(state.get("epoch", 0))
+        return TrainedModel(module, description, path, epochs)
 
     def _check_same_data(self, description: dict[str, Any], path: Path) -> None:
         """A checkpoint from elsewhere (``ckpt=<file>``) must read and predict what this run's
@@ -132,7 +135,7 @@ class TrainedModel:
         self.module = module
         self.description = description
         self.checkpoint = checkpoint
-        self.epochs = epochs
+        self.epochs = epochs  # epochs trained when these weights were taken
 
     @property
     def task(self) -> str:
