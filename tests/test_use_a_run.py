@@ -335,6 +335,10 @@ def test_bad_runs_and_checkpoints_are_one_line_each(runs, tmp_path, capsys):
         (predict, [f"run={runs['mlp']}", "input=missing.csv"], "no such file"),
         (evaluate, [f"run={runs['mlp']}", "model.hidden_sizes=[4]"], "unknown key 'model.hidden_sizes'"),
         (evaluate, [f"run={runs['mlp']}", "data.pth=x.csv"], "Did you mean data.path?"),
+        (evaluate, [f"run={runs['mlp']}", "data.test_fraction=0.5"], "the run's own test split"),
+        (predict, [f"input={tmp_path / 'in.csv'}"], "give run=<run dir>"),
+        (predict, [f"model={tmp_path / 'in.csv'}", "ckpt=last", f"input={tmp_path / 'in.csv'}"],
+         "ckpt= picks a checkpoint of run="),
     ]  # fmt: skip
     (broken / "checkpoints" / "last.ckpt").unlink(missing_ok=True)
     for module, argv, message in cases:
@@ -468,3 +472,12 @@ def test_an_export_that_disagrees_fails_and_keeps_nothing(runs, monkeypatch, cap
     code, _, err = command(export, f"run={runs['mlp']}", "format=pt2", capsys=capsys)
     assert code == 1 and "nothing was kept" in err, err
     assert (sorted(folder.iterdir()) if folder.exists() else []) == before
+
+
+def test_evaluates_split_keys_are_the_datamodules_own():
+    import inspect
+
+    from dlbasics.data.base import InMemoryDataModule
+
+    arguments = set(inspect.signature(InMemoryDataModule.__init__).parameters) - {"self", "task"}
+    assert set(evaluate.SPLIT_KEYS) == arguments

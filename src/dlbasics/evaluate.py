@@ -59,6 +59,14 @@ def new_folder(parent: Path) -> Path:
     raise ConfigError(f"{parent}: cannot make a new folder for this evaluation")
 
 
+# How every datamodule splits and serves its rows (InMemoryDataModule's arguments): other
+# data are scored whole, with the run's own scaling, so these would change nothing there.
+SPLIT_KEYS = (
+    "batch_size", "val_fraction", "test_fraction", "standardize", "standardize_target",
+    "stratify", "shuffle", "split_seed", "shuffle_seed", "eval_batch_size", "steps_per_chunk",
+)  # fmt: skip
+
+
 def data_config(saved: SavedRun, overrides: list[str]) -> DictConfig:
     """The run's data config with ``overrides`` applied (each key must exist)."""
     from dlbasics.validate import check_key_exists
@@ -67,6 +75,12 @@ def data_config(saved: SavedRun, overrides: list[str]) -> DictConfig:
         key = override.split("=", 1)[0]
         if key.startswith(("+", "~")) or key == "data._target_":
             raise ConfigError(f"{key}: evaluate changes values of the run's data, not its kind")
+        if key.removeprefix("data.") in SPLIT_KEYS:
+            raise ConfigError(
+                f"{key}: evaluate scores the run's own test split, or all rows of other data "
+                "(data.path=..., data.noise=...) with the run's scaling; the split and "
+                "scaling keys stay as the run had them"
+            )
         try:
             check_key_exists(saved.config, key)
         except ConfigError as error:  # without train's hint to add a key with +

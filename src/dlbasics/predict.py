@@ -72,8 +72,13 @@ def main(argv: list[str]) -> None:
     if not options.get("input"):
         raise ConfigError("input= is required: the CSV file to predict on")
     source = Path(options["input"]).expanduser()
-    if "run" in options and "model" in options:
-        raise ConfigError("predict: give run= or model=, not both")
+    if ("run" in options) == ("model" in options):
+        raise ConfigError(
+            "predict: give run=<run dir> (a checkpoint) or model=<file.onnx|file.pt2> (an "
+            "export), one of them"
+        )
+    if "model" in options and "ckpt" in options:
+        raise ConfigError("ckpt= picks a checkpoint of run=; model= is one file already")
     description, default_output = describe(options)
     header, sep = read_header(source, "input")
     check_columns(header, description, source)  # before torch or onnxruntime are imported
