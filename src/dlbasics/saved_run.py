@@ -181,6 +181,8 @@ class TrainedModel:
 
         x = np.asarray(x, dtype=np.float32)
         shape = self.input_shape
+        if len(x) == 0:
+            raise DataError(f"{source}: no rows to score")
         if x.shape[1:] != tuple(shape) and x[0].size != math.prod(shape):
             raise DataError(
                 f"{source}: samples shaped {x.shape[1:]}, but the run was trained on samples "
@@ -195,6 +197,11 @@ class TrainedModel:
             y = self.class_indices(y, source)
         else:
             y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
+            outputs = int(self.description.get("num_outputs") or y.shape[1])
+            if y.shape[1] != outputs:
+                raise DataError(
+                    f"{source}: {y.shape[1]} target column(s), but the run predicts {outputs}"
+                )
             target = self.description.get("target_scaling")
             if target:
                 y = (y - np.float32(target["mean"])) / np.float32(target["std"])
