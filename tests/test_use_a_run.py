@@ -103,16 +103,24 @@ def raw_test_split(run):
     return x.reshape(len(x), -1), y, datamodule
 
 
+def evaluate_run(run, *argv, capsys) -> tuple[int, str, str, dict | None]:
+    """Run evaluate; (exit code, stdout, stderr, the metrics.json it wrote or None)."""
+    folders = set((run / "eval").glob("*")) if (run / "eval").exists() else set()
+    code, out, err = command(evaluate, f"run={run}", *argv, capsys=capsys)
+    new = set((run / "eval").glob("*")) - folders if (run / "eval").exists() else set()
+    assert len(new) <= 1
+    written = json.loads((new.pop() / "metrics.json").read_text()) if new else None
+    return code, out, err, written
+
+
 # -- evaluate -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["mlp", "linreg", "cnn"])
 def test_evaluate_reproduces_the_test_metrics_the_run_logged(runs, kind, capsys):
-    code, out, err = command(evaluate, f"run={runs[kind]}", capsys=capsys)
+    code, out, err, evaluated = evaluate_run(runs[kind], capsys=capsys)
     assert code == 0, err
     logged = json.loads((runs[kind] / "metrics.json").read_text())
-    (written,) = (runs[kind] / "eval").glob("*/metrics.json")
-    evaluated = json.loads(written.read_text())
     expected = {name: value for name, value in logged.items() if name.startswith("test/")}
     assert evaluated.keys() == expected.keys()
     for name, value in expected.items():
@@ -123,21 +131,18 @@ def test_evaluate_reproduces_the_test_metrics_the_run_logged(runs, kind, capsys)
 def test_evaluate_on_new_csv_rows_uses_the_runs_training_scaling(runs, tmp_path, capsys):
     new = penguin_like(90, seed=7)[["species", "mass_g", "bill_mm"]]  # other column order
     new.to_csv(tmp_path / "new.csv", index=False)
-    code, out, err = command(
-        evaluate, f"run={runs['mlp']}", f"data.path={tmp_path / 'new.csv'}", capsys=capsys
+    code, out, err, metrics = evaluate_run(
+        runs["mlp"], f"data.path={tmp_path / 'new.csv'}", capsys=capsys
     )
     assert code == 0, err
     assert "all 90 rows" in out and "training statistics" in out
-    (written,) = sorted((runs["mlp"] / "eval").glob("*/metrics.json"))[-1:]
-    assert json.loads(written.read_text())["eval/acc"] > 0.9
+    assert metrics["eval/acc"] > 0.9
 
 
 def test_evaluate_on_noisier_generated_data_sees_the_noise(runs, capsys):
     # y = x.[2, -3.5] + 5 + noise: a model that learned the line has an error of about noise².
-    code, out, err = command(evaluate, f"run={runs['linreg']}", "data.noise=3", capsys=capsys)
+    code, out, err, metrics = evaluate_run(runs["linreg"], "data.noise=3", capsys=capsys)
     assert code == 0, err
-    folder = max((runs["linreg"] / "eval").glob("*/"), key=lambda p: p.stat().st_mtime)
-    metrics = json.loads((folder / "metrics.json").read_text())
     assert 9 * 0.7 < metrics["eval/mse"] < 9 * 1.3
 
 
@@ -151,14 +156,12 @@ def test_evaluate_on_noisier_generated_data_sees_the_noise(runs, capsys):
 )
 def test_evaluate_refuses_mismatched_data_in_one_line(runs, tmp_path, frame, message, capsys):
     frame(penguin_like(30, seed=3)).to_csv(tmp_path / "other.csv", index=False)
-    before = set((runs["mlp"] / "eval").glob("*")) if (runs["mlp"] / "eval").exists() else set()
-    code, out, err = command(
-        evaluate, f"run={runs['mlp']}", f"data.path={tmp_path / 'other.csv'}", capsys=capsys
+    code, out, err, written = evaluate_run(
+        runs["mlp"], f"data.path={tmp_path / 'other.csv'}", capsys=capsys
     )
     assert code == 2
     assert err.startswith("Error: ") and err.count("\n") == 1 and message in err
-    after = set((runs["mlp"] / "eval").glob("*")) if (runs["mlp"] / "eval").exists() else set()
-    assert after == before  # nothing written
+    assert written is None  # nothing written
 
 
 # -- predict ------------------------------------------------------------------------------
@@ -262,9 +265,13 @@ def test_export_agrees_with_the_checkpoint_on_raw_features(runs, kind, fmt, caps
         expected = trained.raw_feature_model()(torch.from_numpy(x.astype(np.float32))).numpy()
     for rows in (x[:1], x[:7], x):  # any batch size
         assert np.abs(shipped(rows.astype(np.float32)) - expected[: len(rows)]).max() <= 1e-5
-    if kind == "mlp":  # probabilities; their argmax is the checkpoint's prediction
+    # The same predictions as the checkpoint's own raw-row path (used by the figures).
+    own = trained.module.predict_raw(x).numpy()
+    if trained.task == "classification":  # probabilities, whose argmax is the class
         assert np.allclose(expected.sum(axis=1), 1, atol=1e-5)
-        assert np.array_equal(expected.argmax(1), trained.module.predict_raw(x).numpy())
+        assert np.array_equal(expected.argmax(1), own)
+    else:  # values in the target's own units
+        assert np.abs(expected - own).max() <= 1e-5
 
 
 def test_predict_runs_an_exported_onnx_model_without_torch(runs, tmp_path, capsys):
@@ -445,11 +452,12 @@ def test_predict_keeps_each_input_line_as_it_was(runs, tmp_path, sep, capsys):
     )
     assert written[2].split(sep)[4] == "Gentoo"  # heavy, long bill
 
-    (tmp_path / "bad.csv").write_text("\n".join(lines[:3] + ["00014,Kim,,41.0"]) + "\n")
+    bad = lines[:3] + [sep.join(["00014", "Kim", "", "41.0"])]
+    (tmp_path / "bad.csv").write_text("\n".join(bad) + "\n")
     code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'bad.csv'}",
                            f"output={output}", capsys=capsys)  # fmt: skip
-    if sep == ",":  # the row after the blank line is row 2, on line 4
-        assert code == 2 and "row 2 (line 4), column 'mass_g' is empty" in err, err
+    # The row after the blank line is row 2, on line 4.
+    assert code == 2 and "row 2 (line 4), column 'mass_g' is empty" in err, err
 
 
 def test_predict_refuses_a_value_spanning_lines(runs, tmp_path, capsys):
@@ -481,3 +489,64 @@ def test_evaluates_split_keys_are_the_datamodules_own():
 
     arguments = set(inspect.signature(InMemoryDataModule.__init__).parameters) - {"self", "task"}
     assert set(evaluate.SPLIT_KEYS) == arguments
+
+
+def test_predict_numbers_rows_by_their_lines_across_chunks(runs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(predict, "CHUNK_ROWS", 4)
+    lines = ["mass_g,bill_mm", "3700,39", "", "", "3400,45", "5000,50", "4000,41", "3600,40",
+             "3650,39", "4100,oops"]  # fmt: skip
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'in.csv'}",
+                           f"output={tmp_path / 'out.csv'}", capsys=capsys)  # fmt: skip
+    # Two blank lines in the first chunk: the 7th row is on line 10.
+    assert code == 2 and "row 7 (line 10), column 'bill_mm' holds 'oops'" in err, err
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["3700,39,1", "3400,45,2"], "row 1 (line 2) has 3 fields, but the header names 2"),
+        (["3700,39", "3400,45,"], "row 2 (line 3) has 3 fields"),
+        (["3700,39", "3400"], "row 2 (line 3) has 1 fields"),
+        (["3700,39", '"3400,45', "3500,44"], "a quote is not closed, near row 1 (line 2)"),
+    ],
+    ids=["all-longer", "trailing-separator", "shorter", "open-quote"],
+)
+def test_predict_refuses_rows_that_do_not_match_the_header(runs, tmp_path, rows, message, capsys):
+    (tmp_path / "in.csv").write_text("\n".join(["mass_g,bill_mm", *rows]) + "\n")
+    code, _, err = command(predict, f"run={runs['mlp']}", f"input={tmp_path / 'in.csv'}",
+                           f"output={tmp_path / 'out.csv'}", capsys=capsys)  # fmt: skip
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_ctrl_c_while_predicting_leaves_nothing(runs, tmp_path, monkeypatch):
+    monkeypatch.setattr(predict, "CHUNK_ROWS", 50)
+    penguin_like(200, seed=9).to_csv(tmp_path / "in.csv", index=False)
+    calls = []
+    original = predict.features_of
+
+    def interrupted(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(predict, "features_of", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        predict.main([f"run={runs['mlp']}", f"input={tmp_path / 'in.csv'}",
+                      f"output={tmp_path / 'out' / 'p.csv'}"])  # fmt: skip
+    assert list((tmp_path / "out").iterdir()) == []  # neither the output nor a partial file
+
+
+def test_predict_with_an_exported_regression_model(runs, tmp_path, capsys):
+    command(export, f"run={runs['linreg']}", "format=onnx", capsys=capsys)
+    x, _, _ = raw_test_split(runs["linreg"])
+    pd.DataFrame(x, columns=["x1", "x2"]).to_csv(tmp_path / "in.csv", index=False)
+    for source, name in ((f"run={runs['linreg']}", "torch"),
+                         (f"model={runs['linreg'] / 'export' / 'best.onnx'}", "onnx")):  # fmt: skip
+        code, _, err = command(predict, source, f"input={tmp_path / 'in.csv'}",
+                               f"output={tmp_path / name}.csv", capsys=capsys)  # fmt: skip
+        assert code == 0, err
+    torch_, onnx = (pd.read_csv(tmp_path / f"{n}.csv") for n in ("torch", "onnx"))
+    assert np.abs(torch_["predicted_y"] - onnx["predicted_y"]).max() <= 1e-5

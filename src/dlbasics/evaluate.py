@@ -98,7 +98,6 @@ def evaluate(
     model: TrainedModel, run_config: DictConfig, data: DictConfig, overrides: list[str]
 ) -> tuple[dict[str, float], dict]:
     """Score ``model``; returns the metrics and a description of what was scored."""
-    from dlbasics.batches import OrderedBatches
     from dlbasics.builders import build, quiet_lightning
 
     quiet_lightning()
@@ -106,6 +105,7 @@ def evaluate(
         # The run's own data, split and scaled exactly as in training (the split is seeded).
         datamodule = build(run_config.data, "data")
         datamodule.setup("test")
+        model.check_same_data(datamodule.describe(), f"the run's data ({run_config.data._target_})")
         split = next(s for s in ("test", "val", "train") if datamodule.has_split(s))
         x, y = datamodule.splits[split]
         described = f"the run's {split} split ({len(x)} rows)"
@@ -123,29 +123,24 @@ def evaluate(
             "run's training statistics"
         )
         prefix = "eval"
-    metrics = score(model, OrderedBatches(x, y, 4096))
-    named = {f"{prefix}/{name.split('/', 1)[1]}": value for name, value in metrics.items()}
+    metrics = score(model, x, y)
+    named = {f"{prefix}/{name}": value for name, value in metrics.items()}
     return named, {"data": described, "overrides": overrides, "rows": len(x)}
 
 
-def score(model: TrainedModel, batches) -> dict[str, float]:
-    """The module's own test loop (loss and the task's metrics) over ``batches``."""
-    import logging
+def score(model: TrainedModel, x, y) -> dict[str, float]:
+    """The module's own evaluation metrics (loss and the task's) over all of ``x``.
 
-    import lightning.pytorch as pl
+    The same computation as the run's test, without a Trainer: nothing is logged, and
+    Ctrl-C reaches the command (Lightning would turn it into exit 1).
+    """
+    import torch
 
-    # "GPU available: ..." and the like describe a trainer the user did not ask for.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.test(model.module, dataloaders=batches, verbose=False)
-    return {name: float(value) for name, value in trainer.callback_metrics.items()}
+    module = model.module
+    with torch.inference_mode():
+        prediction = torch.cat([module(batch) for batch in torch.split(x, 4096)])
+        metrics = module.evaluation_metrics(prediction, y)
+    return {name: float(value) for name, value in metrics.items()}
 
 
 def print_metrics(metrics: dict[str, float], model: TrainedModel, data: str, folder: Path) -> None:
@@ -153,7 +148,8 @@ def print_metrics(metrics: dict[str, float], model: TrainedModel, data: str, fol
 
     from dlbasics.report import console
 
-    print(f"Scored {model.checkpoint} (after {model.epochs} epochs) on {data}.")
+    epoch = f" (the weights of epoch {model.best_epoch})" if model.best_epoch else ""
+    print(f"Scored {model.checkpoint}{epoch} on {data}.")
     table = Table(title="Evaluation", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")

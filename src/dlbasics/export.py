@@ -54,9 +54,13 @@ def main(argv: list[str]) -> None:
         require_onnx()
 
     model = saved.load(options.get("ckpt"))
-    target = saved.directory / "export" / f"{checkpoint.stem}.{kind}"
+    # A checkpoint of another run (ckpt=<file>) is named by that run, not over this one's.
+    own = checkpoint.parent == saved.directory / "checkpoints"
+    name = checkpoint.stem if own else f"{checkpoint.parent.parent.name}-{checkpoint.stem}"
+    target = saved.directory / "export" / f"{name}.{kind}"
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.stem}.partial.{kind}")  # same suffix: loadable
+    about = target.with_name(f".{target.name}.json.partial")
     try:
         versions = write(model, partial, kind)
         features, rows = check_inputs(saved, model)
@@ -66,11 +70,13 @@ def main(argv: list[str]) -> None:
                 f"the {kind} export differs from the checkpoint by up to {difference:.3g} on "
                 f"the run's {rows} (above {TOLERANCE:g}); nothing was kept"
             )
-        partial.replace(target)
+        sidecar = target.with_name(target.name + ".json")
+        about.write_text(json.dumps(describe(model, saved, kind, versions), indent=2) + "\n")
+        partial.replace(target)  # the file and its description, moved in together
+        about.replace(sidecar)
     finally:
         partial.unlink(missing_ok=True)
-    sidecar = target.with_name(target.name + ".json")
-    sidecar.write_text(json.dumps(describe(model, saved, kind, versions), indent=2) + "\n")
+        about.unlink(missing_ok=True)
     print(
         f"Exported {checkpoint} as {kind}: {target} ({target.stat().st_size / 1024:.0f} KiB)\n"
         f"Checked on the run's {rows}: largest absolute difference {difference:.2g} "
@@ -129,7 +135,13 @@ def write(model: TrainedModel, path: Path, kind: str) -> dict[str, Any]:
 def load_exported(path: Path):
     """A function ``float32 (rows, features) -> outputs`` running an exported model."""
     if path.suffix == ".onnx":
-        require_onnx()
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise ConfigError(
+                f"model={path}: running an ONNX file needs onnxruntime: pip install "
+                "onnxruntime (or the export extra: pip install 'dlbasics[export]')"
+            )
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -155,6 +167,7 @@ def check_inputs(saved: SavedRun, model: TrainedModel) -> tuple[np.ndarray, str]
     quiet_lightning()
     datamodule = build(saved.config.data, "data")
     datamodule.setup("test")
+    model.check_same_data(datamodule.describe(), f"the run's data ({saved.config.data._target_})")
     split = next(s for s in ("test", "val", "train") if datamodule.has_split(s))
     x, _ = datamodule.original_split(split)
     return x.reshape(len(x), -1).astype(np.float32), f"{split} split ({len(x)} rows)"

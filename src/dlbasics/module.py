@@ -295,15 +295,22 @@ class SupervisedModule(pl.LightningModule):
             return
         predictions, targets = zip(*self._evaluated, strict=True)
         self._evaluated = []
-        prediction, target = torch.cat(predictions), torch.cat(targets)
+        metrics = self.evaluation_metrics(torch.cat(predictions), torch.cat(targets))
+        self._publish({f"{stage}/{name}": value for name, value in metrics.items()})
+
+    def evaluation_metrics(
+        self, prediction: torch.Tensor, target: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Loss and the task's metrics of a whole split, from the net's outputs and the
+        targets as the net sees them; regression metrics in the target's own units."""
         metrics = {"loss": self.loss_fn(prediction, target)}
-        if self._target_scaling is not None:  # metrics in the target's own units
+        if self._target_scaling is not None:
             prediction, target = (
                 self._target_scaling.undo(prediction),
                 self._target_scaling.undo(target),
             )
         metrics.update(task_metrics(self.task, prediction, target))
-        self._publish({f"{stage}/{name}": value for name, value in metrics.items()})
+        return metrics
 
     @torch.no_grad()
     def predict_raw(self, features: Any) -> torch.Tensor:

@@ -9,7 +9,8 @@ usage: python -m dlbasics.predict run=<run dir> input=<file.csv> [output=<file.c
   input=FILE     a CSV file with a header line and the run's feature columns, by name
                  (any order; the target column may be there or not; other columns are
                  carried through to the output untouched)
-  output=FILE    where the predictions go (default: <run dir>/predict/<input name>.csv)
+  output=FILE    where the predictions go (default: <input name>.csv in <run dir>/predict/,
+                 or with model= in predict/ beside the model file)
   ckpt=CHOICE    best (default), last, or a .ckpt file
 
 The output holds the input's columns, then predicted_<target> (the value for regression,
@@ -83,13 +84,15 @@ def main(argv: list[str]) -> None:
     header, sep = read_header(source, "input")
     check_columns(header, description, source)  # before torch or onnxruntime are imported
     output = Path(options.get("output") or default_output / f"{source.stem}.csv")
+    if output.is_dir():
+        raise ConfigError(f"output={output}: a folder; name the CSV file to write")
     if output.resolve() == source.resolve():
         raise ConfigError(f"output={output}: that is the input file; choose another name")
 
     model = load_model(options, description)
     check_output_names(header, model)
     started = time.perf_counter()
-    rows = predict_file(model, source, output, sep)
+    rows = predict_file(model, source, output, header, sep)
     seconds = time.perf_counter() - started
     print(
         f"Predicted {rows} rows with {model.name} in {seconds:.1f} s "
@@ -138,19 +141,19 @@ def load_model(options: dict[str, str], description: dict[str, Any]) -> Model:
 
 
 def read_header(file: Path, key: str) -> tuple[list[str], str]:
-    """The column names of a CSV file and its separator (, ; tab or |, as detected), or a
-    DataError naming ``key``."""
-    import pandas as pd
-
+    """The column names on the first line of a CSV file and its separator (, ; tab or |,
+    as detected), or a DataError naming ``key``. Only that line is read: a problem further
+    down is reported with its row when predicting reaches it."""
     from dlbasics.data.table import resolve_separator
 
     if not file.is_file():
         raise DataError(f"{key}={file}: no such file")
-    try:
-        sep = resolve_separator(file, None, "utf-8", notes=[])
-        return [str(name) for name in pd.read_csv(file, sep=sep, nrows=0).columns], sep
-    except (pd.errors.EmptyDataError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise DataError(f"{key}={file}: cannot be read as CSV ({error})") from None
+    with file.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        first = handle.readline()
+    if not first.strip():
+        raise DataError(f"{key}={file}: the file is empty; it needs a header line of column names")
+    sep = resolve_separator(file, None, "utf-8", notes=[])
+    return next(csv.reader([first], delimiter=sep)), sep
 
 
 def check_columns(header: list[str], description: dict[str, Any], file: Path) -> None:
@@ -200,35 +203,55 @@ class Chunk:
 
 
 def line_chunks(handle) -> Iterator[Chunk]:
-    """The data lines left in ``handle``, :data:`CHUNK_ROWS` at a time."""
+    """The data lines left in ``handle``, :data:`CHUNK_ROWS` at a time, without blank lines
+    (pandas would skip them), each row keeping the number of its line for messages."""
     row, line = 1, 2
-    while lines := list(itertools.islice(handle, CHUNK_ROWS)):
-        yield Chunk(lines, row, line)
+    while raw := list(itertools.islice(handle, CHUNK_ROWS)):
+        lines, numbers = raw, None
+        if min(map(len, raw)) <= 2 and not all(map(bytes.strip, raw)):  # cheap test first
+            numbers = [line + i for i, text in enumerate(raw) if text.strip()]
+            lines = [text for text in raw if text.strip()]
+        if lines:
+            yield Chunk(lines, row, line, numbers)
         row += len(lines)
-        line += len(lines)
+        line += len(raw)
 
 
-def skip_blank_lines(chunk: Chunk) -> Chunk:
-    """The chunk without its blank lines (pandas skips them), rows numbered by their lines."""
-    kept = [i for i, text in enumerate(chunk.lines) if text.strip()]
-    numbers = [chunk.line_numbers[i] if chunk.line_numbers else chunk.first_line + i for i in kept]
-    return Chunk([chunk.lines[i] for i in kept], chunk.first_row, chunk.first_line, numbers)
+def check_field_counts(chunk: Chunk, fields: int, sep: str, source: Path) -> None:
+    """A DataError naming the first row with more or fewer fields than the header: pandas
+    would silently drop the extra fields of a longer row, or pad a shorter one."""
+    separator = sep.encode()
+    if any(b'"' in line for line in chunk.lines):  # quoted fields: count them as CSV does
+        text = b"".join(chunk.lines).decode("utf-8", errors="replace")
+        counts = [len(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=sep)]
+        if len(counts) != len(chunk.lines):
+            raise DataError(
+                f"input={source}: a quoted value spans lines, or a quote is not closed, near "
+                f"{chunk.where(0)}; predict reads one row per line"
+            )
+    else:
+        counts = [count + 1 for count in map(bytes.count, chunk.lines, itertools.repeat(separator))]
+    if min(counts) == max(counts) == fields:
+        return
+    row = next(i for i, count in enumerate(counts) if count != fields)
+    raise DataError(
+        f"input={source}: {chunk.where(row)} has {counts[row]} fields, but the header names "
+        f"{fields} columns"
+    )
 
 
-def parse_features(
-    chunk: Chunk, header: bytes, columns: list[str], sep: str, source: Path
-) -> tuple[Chunk, Any]:
-    """The chunk's feature columns as float64 (a DataFrame), and the chunk without blank
-    lines; an error names the row, line and column."""
+def parse_features(chunk: Chunk, header: bytes, columns: list[str], sep: str, source: Path):
+    """The chunk's feature columns as float64 (a DataFrame); an error names the row, its
+    line and the column."""
     import pandas as pd
 
     text = io.BytesIO(header + b"".join(chunk.lines))
-    options = {"sep": sep, "usecols": columns, "keep_default_na": False}
+    options = {"sep": sep, "usecols": columns, "keep_default_na": False, "index_col": False}
     try:
-        frame = pd.read_csv(
+        return pd.read_csv(
             text, dtype=dict.fromkeys(columns, np.float64), na_values=_MISSING, **options
         )
-    except ValueError as error:  # a cell that is not a number: find it, by the slow way
+    except ValueError as error:  # a cell that is not a number: find it, the slow way
         text.seek(0)
         cells = pd.read_csv(text, dtype=str, **options)
         for name in columns:
@@ -242,15 +265,6 @@ def parse_features(
                 ) from None
         reason = " ".join(str(error).split())[:200]
         raise DataError(f"input={source}: rows from {chunk.where(0)}: {reason}") from None
-    if len(frame) != len(chunk.lines):  # blank lines, or a quoted value over several lines
-        kept = skip_blank_lines(chunk)
-        if len(kept.lines) < len(chunk.lines):
-            return parse_features(kept, header, columns, sep, source)
-        raise DataError(
-            f"input={source}: a quoted value spans lines near {chunk.where(0)}; predict "
-            "reads one row per line"
-        )
-    return chunk, frame
 
 
 def features_of(frame, columns: list[str], chunk: Chunk, source: Path) -> np.ndarray:
@@ -270,7 +284,7 @@ def features_of(frame, columns: list[str], chunk: Chunk, source: Path) -> np.nda
 # -- predicting ---------------------------------------------------------------------------
 
 
-def predict_file(model: Model, source: Path, output: Path, sep: str = ",") -> int:
+def predict_file(model: Model, source: Path, output: Path, header: list[str], sep: str) -> int:
     """Stream ``source`` through ``model`` into ``output``; returns the rows predicted.
 
     Each input line is written back as it was read, with the predictions appended, so
@@ -300,7 +314,8 @@ def predict_file(model: Model, source: Path, output: Path, sep: str = ",") -> in
             added = sep.encode() + _csv_fields(output_names(model), sep)
             out.write(first_line.rstrip(b"\r\n") + added + b"\n")
             for chunk in line_chunks(handle):
-                chunk, frame = parse_features(chunk, first_line, model.columns, sep, source)
+                check_field_counts(chunk, len(header), sep, source)
+                frame = parse_features(chunk, first_line, model.columns, sep, source)
                 outputs = model.predict(features_of(frame, model.columns, chunk, source))
                 out.writelines(_with_predictions(chunk.lines, model, outputs, sep))
                 rows += len(chunk.lines)

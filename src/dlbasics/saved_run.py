@@ -62,7 +62,7 @@ class SavedRun:
         from dlbasics.module import SupervisedModule
 
         path = self.checkpoint(choice)
-        state = read_checkpoint(path, "ckpt")
+        state = read_checkpoint(path, "ckpt", use_best="use it with ckpt=best")
         hyper = state.get("hyper_parameters") or {}
         if "net" not in hyper or not isinstance(state.get("state_dict"), dict):
             raise ConfigError(f"ckpt={path}: not a checkpoint of a dlbasics run")
@@ -73,18 +73,17 @@ class SavedRun:
         self._check_same_data(description, path)
         # best.ckpt holds the weights of epoch ``best_epoch`` (counted from 0), written later.
         best = state.get("best_epoch")
-        epochs = int(best) + 1 if best is not None else int(state.get("epoch", 0))
-        return TrainedModel(module, description, path, epochs)
+        return TrainedModel(module, description, path, None if best is None else int(best) + 1)
 
     def _check_same_data(self, description: dict[str, Any], path: Path) -> None:
         """A checkpoint from elsewhere (``ckpt=<file>``) must read and predict what this run's
         data hold, or every number computed with it would be wrong."""
-        run = self.data_description() if (self.directory / "data.json").is_file() else {}
-        for key in ("task", "input_shape", "feature_names", "class_names"):
-            if key in run and run[key] != description.get(key):
+        if (self.directory / "data.json").is_file():
+            differs = different_data(description, self.data_description())
+            if differs:
                 raise ConfigError(
                     f"ckpt={path}: trained on other data than {self.key}={self.directory} "
-                    f"({key}: {description.get(key)!s:.80} there, {run[key]!s:.80} here)"
+                    f"({differs})"
                 )
 
     def data_description(self) -> dict[str, Any]:
@@ -131,11 +130,13 @@ def _anchor_data_path(config: DictConfig, run_dir: Path) -> None:
 class TrainedModel:
     """A trained module and what its data meant: everything to use it on raw rows."""
 
-    def __init__(self, module, description: dict[str, Any], checkpoint: Path, epochs: int):
+    def __init__(
+        self, module, description: dict[str, Any], checkpoint: Path, best_epoch: int | None
+    ) -> None:
         self.module = module
         self.description = description
         self.checkpoint = checkpoint
-        self.epochs = epochs  # epochs trained when these weights were taken
+        self.best_epoch = best_epoch  # best.ckpt: the epoch (from 1) its weights come from
 
     @property
     def task(self) -> str:
@@ -169,6 +170,16 @@ class TrainedModel:
             feature_scaling=self.description.get("feature_scaling"),
             target_scaling=self.description.get("target_scaling"),
         ).eval()
+
+    def check_same_data(self, description: dict[str, Any], what: str) -> None:
+        """A DataError if data rebuilt now (their ``describe()``) are not what the model was
+        trained on: a CSV file that changed since the run, say."""
+        differs = different_data(self.description, description)
+        if differs:
+            raise DataError(
+                f"{what} no longer match what {self.checkpoint.name} was trained on "
+                f"({differs}); evaluate them as other data, or use the original file"
+            )
 
     def model_ready(self, x: np.ndarray, y: np.ndarray, source: str):
         """Raw arrays of other data -> the tensors the module was trained on.
@@ -221,6 +232,18 @@ class TrainedModel:
         return np.array([index[text] for text in texts], dtype=np.int64)
 
 
+def different_data(trained: dict[str, Any], other: dict[str, Any]) -> str | None:
+    """How two data descriptions differ in what a model reads and predicts, or None."""
+    for key in ("task", "input_shape", "feature_names", "class_names"):
+        if key in other and _as_list(trained.get(key)) != _as_list(other[key]):
+            return f"{key}: {trained.get(key)!s:.80} when trained, {other[key]!s:.80} now"
+    return None
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
 def feature_columns(description: dict[str, Any]) -> list[str]:
     """The input columns by name: the data's own names (a CSV's header, a scikit-learn
     bundle's), else ``x1 .. xn`` for generated data, with images flattened row by row."""
@@ -229,8 +252,12 @@ def feature_columns(description: dict[str, Any]) -> list[str]:
     return names if len(names) == count else [f"x{i + 1}" for i in range(count)]
 
 
-def read_checkpoint(path: Path, key: str) -> dict:
-    """The checkpoint at ``path`` loaded on the CPU, or a ConfigError saying why it cannot be."""
+def read_checkpoint(path: Path, key: str, use_best: str | None = None) -> dict:
+    """The checkpoint at ``path`` loaded on the CPU, or a ConfigError saying why it cannot be.
+
+    When it is unreadable and the run's ``best.ckpt`` is intact, the message says how to
+    use that instead: ``use_best`` (``{best}`` is its path), by default a new run from it.
+    """
     import torch
 
     try:
@@ -240,9 +267,11 @@ def read_checkpoint(path: Path, key: str) -> dict:
     except Exception as error:  # truncated, not a checkpoint at all, ...
         reason = " ".join(str(error).split())[:200] or type(error).__name__
         best = Path(path).with_name("best.ckpt")
+        use_best = (
+            use_best or "start a new run from it with python -m dlbasics.train ckpt_path={best}"
+        )
         hint = (
-            f" The run's best.ckpt is intact: start a new run from it with "
-            f"python -m dlbasics.train ckpt_path={best}"
+            f" The run's best.ckpt is intact: {use_best.format(best=best)}"
             if best.is_file() and best != Path(path) and _readable(best)
             else ""
         )
