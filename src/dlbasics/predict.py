@@ -23,6 +23,7 @@ is left at output.
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import io
 import itertools
@@ -196,6 +197,11 @@ class Chunk:
     first_line: int  # the file line of its first row (the header is line 1)
     line_numbers: list[int] | None = None  # each row's line, where blank lines were skipped
 
+    @functools.cached_property
+    def text(self) -> bytes:
+        """The lines as one block of bytes (what pandas parses)."""
+        return b"".join(self.lines)
+
     def where(self, row: int) -> str:
         """ "row N (line L)" for the chunk's ``row``-th data row (0-based)."""
         line = self.line_numbers[row] if self.line_numbers else self.first_line + row
@@ -220,24 +226,26 @@ def line_chunks(handle) -> Iterator[Chunk]:
 def check_field_counts(chunk: Chunk, fields: int, sep: str, source: Path) -> None:
     """A DataError naming the first row with more or fewer fields than the header: pandas
     would silently drop the extra fields of a longer row, or pad a shorter one."""
-    separator = sep.encode()
-    if any(b'"' in line for line in chunk.lines):  # quoted fields: count them as CSV does
-        text = b"".join(chunk.lines).decode("utf-8", errors="replace")
-        counts = [len(r) for r in csv.reader(io.StringIO(text, newline=""), delimiter=sep)]
+    quoted = b'"' in chunk.text
+    separators = map(bytes.count, chunk.lines, itertools.repeat(sep.encode()))
+    if not quoted and set(separators) == {fields - 1}:
+        return  # the common case, every line counted in C
+    if quoted:  # count fields as CSV does: a quoted separator is part of a value
+        text = io.StringIO(chunk.text.decode("utf-8", errors="replace"), newline="")
+        counts = [len(record) for record in csv.reader(text, delimiter=sep)]
         if len(counts) != len(chunk.lines):
             raise DataError(
                 f"input={source}: a quoted value spans lines, or a quote is not closed, near "
                 f"{chunk.where(0)}; predict reads one row per line"
             )
     else:
-        counts = [count + 1 for count in map(bytes.count, chunk.lines, itertools.repeat(separator))]
-    if min(counts) == max(counts) == fields:
-        return
-    row = next(i for i, count in enumerate(counts) if count != fields)
-    raise DataError(
-        f"input={source}: {chunk.where(row)} has {counts[row]} fields, but the header names "
-        f"{fields} columns"
-    )
+        counts = [line.count(sep.encode()) + 1 for line in chunk.lines]
+    row = next((i for i, count in enumerate(counts) if count != fields), None)
+    if row is not None:
+        raise DataError(
+            f"input={source}: {chunk.where(row)} has {counts[row]} fields, but the header "
+            f"names {fields} columns"
+        )
 
 
 def parse_features(chunk: Chunk, header: bytes, columns: list[str], sep: str, source: Path):
@@ -245,7 +253,7 @@ def parse_features(chunk: Chunk, header: bytes, columns: list[str], sep: str, so
     line and the column."""
     import pandas as pd
 
-    text = io.BytesIO(header + b"".join(chunk.lines))
+    text = io.BytesIO(header + chunk.text)
     options = {"sep": sep, "usecols": columns, "keep_default_na": False, "index_col": False}
     try:
         return pd.read_csv(
