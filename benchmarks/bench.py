@@ -4,7 +4,9 @@ For each workload W1-W4 the same process alternates a plain loop (tensors in mem
 ``randperm`` per epoch, batches sliced from it, validation loss and accuracy per epoch) and a
 full ``dlbasics.train`` run composed from the documented config keys (TensorBoard logging,
 checkpoints, default callbacks). It reports the steady-state time per epoch (from the end of
-the first epoch to the end of the last), the ratio, and checks that both reach the same loss.
+the first epoch to the end of the last), the ratio, and checks that both reach the same loss;
+and the same dlbasics run with a callback listening to ``on_before_optimizer_step``, which
+turns the fast path off (Lightning's hook path: one Lightning step per minibatch).
 Then it times whole runs with the default figures against ``figures=none`` (the figures'
 own cost), and whole processes: ``python -m dlbasics.train`` of W2 against a plain script
 that imports torch and runs the same 1000 steps, with their peak memory.
@@ -60,6 +62,22 @@ class EpochTimer:
         return _Timer()
 
 
+class StepListener:
+    """Callback with a per-step hook: dlbasics then takes Lightning's hook path (one
+    Lightning step per minibatch, every hook) instead of its fast path."""
+
+    def __new__(cls):
+        from lightning.pytorch import Callback
+
+        class _Listener(Callback):
+            steps = 0
+
+            def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+                self.steps += 1
+
+        return _Listener()
+
+
 def compose_workload(name: str, run_dir: str, *extra: str):
     register_experiments()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -80,13 +98,15 @@ def steady_per_epoch(ends: list[float]) -> float:
     return statistics.median(b - a for a, b in zip(ends, ends[1:], strict=False))
 
 
-def run_dlbasics(name: str) -> tuple[float, float]:
-    """Seconds per epoch and the final validation (or train) loss of a dlbasics run."""
+def run_dlbasics(name: str, hook_path: bool = False) -> tuple[float, float]:
+    """Seconds per epoch and the final validation (or train) loss of a dlbasics run; with
+    ``hook_path`` a callback listens to ``on_before_optimizer_step``."""
     from dlbasics.train import train
 
     EPOCH_ENDS.clear()
+    listener = ["+callbacks.step_listener._target_=__main__.StepListener"] if hook_path else []
     with tempfile.TemporaryDirectory() as run_dir:
-        metrics = train(compose_workload(name, run_dir))
+        metrics = train(compose_workload(name, run_dir, *listener))
     return steady_per_epoch(EPOCH_ENDS), metrics.get("val/loss", metrics["train/loss"])
 
 
@@ -162,19 +182,22 @@ def run_plain(name: str) -> tuple[float, float]:
 def compare(names: list[str], repeats: int) -> list[dict]:
     rows = []
     for name in names:
-        plain, ours, plain_loss, our_loss = [], [], None, None
-        for _ in range(repeats):  # alternate, so drifts of the machine hit both alike
+        plain, ours, hooked, plain_loss, our_loss = [], [], [], None, None
+        for _ in range(repeats):  # alternate, so drifts of the machine hit all alike
             seconds, plain_loss = run_plain(name)
             plain.append(seconds)
             seconds, our_loss = run_dlbasics(name)
             ours.append(seconds)
-        p, o = statistics.median(plain), statistics.median(ours)
+            hooked.append(run_dlbasics(name, hook_path=True)[0])
+        p, o, h = statistics.median(plain), statistics.median(ours), statistics.median(hooked)
         rows.append(
             {
                 "workload": name,
                 "plain_ms": 1e3 * p,
                 "dlbasics_ms": 1e3 * o,
                 "ratio": o / p,
+                "hooks_ms": 1e3 * h,
+                "hooks_ratio": h / p,
                 "plain_loss": plain_loss,
                 "dlbasics_loss": our_loss,
             }
@@ -247,12 +270,14 @@ def main() -> None:
     rows = compare(args.only, args.repeats)
     print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPU cores, median of {args.repeats}\n")
     print(
-        "| workload | plain loop ms/epoch | dlbasics ms/epoch | ratio | plain val loss | dlbasics val loss |"
+        "| workload | plain loop ms/epoch | dlbasics ms/epoch | ratio | hook path ms/epoch "
+        "| ratio | plain val loss | dlbasics val loss |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['workload']} | {r['plain_ms']:.2f} | {r['dlbasics_ms']:.2f} | {r['ratio']:.2f}x "
+            f"| {r['hooks_ms']:.2f} | {r['hooks_ratio']:.2f}x "
             f"| {r['plain_loss']:.4g} | {r['dlbasics_loss']:.4g} |"
         )
     if not args.no_figures:

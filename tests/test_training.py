@@ -242,12 +242,10 @@ def test_training_batches_already_live_on_the_module_device(make_config):
     cfg = make_config("data=moons", "data.batch_size=64")
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    loader = datamodule.train_dataloader()
-    chunk = next(iter(loader))
-    x, y = chunk[0]
+    loader = datamodule.train_dataloader()  # no trainer: plain (x, y) minibatches
+    x, y = next(iter(loader))
     assert x.device == torch.device("cpu") and x.shape == (64, 2) and y.dtype == torch.int64
-    # Whole minibatches, not samples: one chunk holds several optimizer steps.
-    assert len(chunk) == min(loader.steps_per_chunk, loader.steps_per_epoch)
+    assert len(loader) == 13  # 800 training rows: whole minibatches, not samples
 
 
 def test_gradient_clipping_tames_a_learning_rate_that_diverges(run_training):

@@ -1,10 +1,15 @@
 """Serving in-memory tensors as whole batches.
 
 ``DataLoader(TensorDataset)`` indexes one sample at a time and collates; for data that
-already sits in memory, slicing one permutation per epoch is several times faster. The
-train loader also groups several minibatches into one Lightning step (a *chunk*), so
-Lightning's fixed cost per step is paid once per chunk rather than once per minibatch;
-:class:`dlbasics.module.SupervisedModule` still takes one optimizer step per minibatch.
+already sits in memory, slicing one permutation per epoch is several times faster.
+
+* :class:`ShuffledBatches` is what any LightningModule gets: plain ``(x, y)`` minibatches,
+  reshuffled every epoch and, under DDP, split into one shard per process, as Lightning's
+  ``DistributedSampler`` would.
+* :class:`ShuffledChunks` groups several minibatches into one Lightning step (a *chunk*),
+  so Lightning's fixed cost per step is paid once per chunk; only
+  :class:`dlbasics.module.SupervisedModule` asks for it, and only while no callback
+  listens to per-step hooks (it still takes one optimizer step per minibatch).
 """
 
 from __future__ import annotations
@@ -27,12 +32,24 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> to
     return torch.randperm(n, generator=generator).to(device)
 
 
-class ShuffledChunks:
-    """Training batches: each item is a list of ``(x, y)`` minibatches (a chunk).
+def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank ``rank``'s share of ``order``, as ``DistributedSampler`` deals it: the order is
+    padded with its own first rows to a multiple of ``world_size``, so every process
+    takes the same number of steps, then every ``world_size``-th row from ``rank``."""
+    if world_size == 1:
+        return order
+    padding = -len(order) % world_size
+    if padding:
+        order = torch.cat([order, order[:padding]])
+    return order[rank::world_size]
+
+
+class ShuffledBatches:
+    """Training batches: each item is one ``(x, y)`` minibatch of ``batch_size`` rows.
 
     Every epoch the rows are permuted once (:func:`epoch_permutation`) and cut into
-    minibatches of ``batch_size`` rows (the last may be smaller), ``steps_per_chunk`` of
-    them per item. ``x`` and ``y`` stay on their device; nothing is copied per sample.
+    minibatches (the last may be smaller). With ``world_size`` > 1 each process sees only
+    its shard (:func:`shard`) of that permutation. ``x`` and ``y`` stay on their device.
     """
 
     def __init__(
@@ -40,15 +57,16 @@ class ShuffledChunks:
         x: torch.Tensor,
         y: torch.Tensor,
         batch_size: int,
-        steps_per_chunk: int,
         shuffle: bool = True,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
-        self.steps_per_chunk = steps_per_chunk
         self.shuffle = shuffle
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         # Lightning calls ``loader.sampler.set_epoch(epoch)`` at the start of every epoch
         # (also after a resume); acting as our own sampler hooks into that.
@@ -59,19 +77,57 @@ class ShuffledChunks:
         self.epoch = epoch
 
     @property
+    def rows(self) -> int:
+        """Rows this process trains on per epoch (its shard, padded as DistributedSampler)."""
+        return math.ceil(len(self.x) / self.world_size)
+
+    def __len__(self) -> int:
+        return math.ceil(self.rows / self.batch_size)
+
+    def order(self) -> torch.Tensor | None:
+        """This process's rows for the current epoch, in order; None: all, as stored."""
+        if not self.shuffle and self.world_size == 1:
+            return None
+        n = len(self.x)
+        if self.shuffle:
+            order = epoch_permutation(n, self.seed, self.epoch, self.x.device)
+        else:
+            order = torch.arange(n, device=self.x.device)
+        return shard(order, self.rank, self.world_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self.order()
+        x, y = (self.x, self.y) if order is None else (self.x[order], self.y[order])
+        return zip(x.split(self.batch_size), y.split(self.batch_size), strict=True)
+
+
+class ShuffledChunks(ShuffledBatches):
+    """Training batches for :class:`~dlbasics.module.SupervisedModule`'s fast path: each
+    item is a list of ``steps_per_chunk`` ``(x, y)`` minibatches (a chunk), cut from the
+    same permutation as :class:`ShuffledBatches` (one process only)."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        steps_per_chunk: int,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(x, y, batch_size, shuffle, seed)
+        self.steps_per_chunk = steps_per_chunk
+
+    @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps (minibatches) in one epoch."""
-        return math.ceil(len(self.x) / self.batch_size)
+        return super().__len__()
 
     def __len__(self) -> int:
         return math.ceil(self.steps_per_epoch / self.steps_per_chunk)
 
     def __iter__(self) -> Iterator[list[Batch]]:
-        x, y = self.x, self.y
-        if self.shuffle:
-            order = epoch_permutation(len(x), self.seed, self.epoch, x.device)
-            x, y = x[order], y[order]
-        minibatches = list(zip(x.split(self.batch_size), y.split(self.batch_size), strict=True))
+        minibatches = list(super().__iter__())
         for start in range(0, len(minibatches), self.steps_per_chunk):
             yield minibatches[start : start + self.steps_per_chunk]
 

@@ -194,6 +194,9 @@ class EpochProgressBar(ProgressBar):
     over chunks of batches shows for long epochs), and Rich redraws it from its own thread.
     """
 
+    # Its batch hook only moves the inner bar: a chunk of minibatches is as good a tick.
+    chunk_safe = True
+
     def __init__(self, refresh_per_second: float = 4.0) -> None:
         super().__init__()
         self.refresh_per_second = refresh_per_second
@@ -280,6 +283,9 @@ class GracefulStop(Callback):
     is cut short at the next chunk of batches instead. A second signal stops at once
     (Lightning's own interrupt handling; the checkpoint callback still writes last.ckpt).
     """
+
+    # Its batch hook only watches the clock: a chunk of minibatches is as good a tick.
+    chunk_safe = True
 
     def __init__(self, grace_seconds: float = 3.0) -> None:
         self.grace_seconds = grace_seconds

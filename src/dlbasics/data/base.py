@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from dlbasics.batches import OrderedBatches, ShuffledChunks
+from dlbasics.batches import OrderedBatches, ShuffledBatches, ShuffledChunks
 from dlbasics.data.arrays import (
     Scaling,
     Split,
@@ -52,7 +52,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         shuffle_seed: seed of the per-epoch order of training rows (the configs set it to
             the run's ``seed``).
         eval_batch_size: rows per validation/test batch (evaluation has no optimizer step).
-        steps_per_chunk: minibatches served per Lightning step (see :mod:`dlbasics.batches`).
+        steps_per_chunk: minibatches per Lightning step when the module asks for chunks
+            (see :mod:`dlbasics.batches`).
     """
 
     def __init__(
@@ -181,11 +182,19 @@ class InMemoryDataModule(pl.LightningDataModule):
             name: (torch.from_numpy(a), torch.from_numpy(b)) for name, (a, b) in parts.items()
         }
 
-    def train_dataloader(self) -> ShuffledChunks:
+    def train_dataloader(self) -> ShuffledBatches:
+        """Plain ``(x, y)`` minibatches for any LightningModule, one shard per process under
+        DDP; chunks of minibatches for a module that asks for them (``takes_chunks``)."""
         x, y = self._on_device("train")
         batch_size = self.batch_size or len(x)  # None: full batch
-        return ShuffledChunks(
-            x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed
+        trainer = self.trainer
+        if getattr(trainer.lightning_module if trainer else None, "takes_chunks", False):
+            return ShuffledChunks(
+                x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed
+            )
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        return ShuffledBatches(
+            x, y, batch_size, self.shuffle, self.shuffle_seed, rank, world_size
         )
 
     def val_dataloader(self) -> OrderedBatches | list:

@@ -1,0 +1,171 @@
+"""Lightning's contracts on dlbasics' data and module.
+
+Any LightningModule trains on dlbasics' datamodules (plain ``(x, y)`` batches); every
+per-step hook fires once per optimizer step and ``trainer.global_step`` counts optimizer
+steps, whichever path the module takes; the fast path changes nothing a user can see.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch import nn
+from torch.nn import functional as F
+
+from dlbasics.batches import ShuffledBatches, ShuffledChunks, shard
+from dlbasics.config import CONFIG_DIR
+from dlbasics.train import build_module
+
+
+def compose_config(*overrides: str):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def quiet_trainer(**options) -> pl.Trainer:
+    defaults = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False,
+                "enable_progress_bar": False, "enable_model_summary": False}  # fmt: skip
+    return pl.Trainer(**{**defaults, **options})
+
+
+class PlainClassifier(pl.LightningModule):
+    """A LightningModule as the Lightning docs write one: automatic optimisation, self.log."""
+
+    def __init__(self, inputs: int, classes: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(inputs, 64), nn.ReLU(), nn.Linear(64, classes)
+        )
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_acc", (self.net(x).argmax(1) == y).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+
+@pytest.mark.parametrize(("data", "inputs", "classes", "lowest"),
+                         [("moons", 2, 2, 0.85), ("digits", 64, 10, 0.9)])  # fmt: skip
+def test_an_ordinary_lightning_module_learns_on_dlbasics_data(data, inputs, classes, lowest):
+    pl.seed_everything(0, verbose=False)
+    datamodule = instantiate(compose_config(f"data={data}").data)
+    trainer = quiet_trainer(max_epochs=8)
+    trainer.fit(PlainClassifier(inputs, classes), datamodule=datamodule)
+    assert isinstance(trainer.train_dataloader, ShuffledBatches)
+    assert not isinstance(trainer.train_dataloader, ShuffledChunks)
+    assert trainer.callback_metrics["val_acc"] > lowest
+
+
+class CountSteps(pl.Callback):
+    """Counts each per-step hook, and the rows of the batches it is shown."""
+
+    def __init__(self) -> None:
+        self.calls = {"before_backward": 0, "after_backward": 0, "before_step": 0, "batches": 0}
+        self.rows = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        x, y = batch  # a plain (x, y) minibatch
+        self.calls["batches"] += 1
+        self.rows += len(x)
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.calls["before_backward"] += 1
+
+    def on_after_backward(self, trainer, pl_module):
+        self.calls["after_backward"] += 1
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.calls["before_step"] += 1
+
+
+def train_moons(*callbacks, precision="32-true", epochs=3, **options):
+    """dlbasics' module on moons (800 training rows, batches of 32: 25 steps per epoch)."""
+    cfg = compose_config(
+        "data=moons", f"trainer.max_epochs={epochs}", *options.pop("overrides", [])
+    )
+    pl.seed_everything(0, verbose=False)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    trainer = quiet_trainer(
+        max_epochs=epochs, callbacks=list(callbacks), precision=precision, **options
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, module
+
+
+@pytest.mark.parametrize("precision", ["32-true", "64-true", "bf16-mixed"])
+def test_every_per_step_hook_fires_once_per_optimizer_step(precision):
+    counter = CountSteps()
+    trainer, module = train_moons(counter, precision=precision)
+    steps = 3 * 25
+    assert trainer.global_step == steps
+    assert counter.calls == dict.fromkeys(counter.calls, steps)
+    assert counter.rows == 3 * 800  # every training row once per epoch
+    assert isinstance(trainer.train_dataloader, ShuffledBatches)
+    assert not isinstance(trainer.train_dataloader, ShuffledChunks)
+
+
+def test_the_fast_path_is_taken_only_while_nobody_listens_and_changes_nothing():
+    fast, fast_module = train_moons()  # default: no callback, so chunks
+    assert isinstance(fast.train_dataloader, ShuffledChunks)
+    hooked, hooked_module = train_moons(CountSteps())
+    assert fast.global_step == hooked.global_step == 75
+    for a, b in zip(fast_module.parameters(), hooked_module.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)  # same batches, same steps, same weights
+    assert fast.callback_metrics["train/loss"] == pytest.approx(
+        float(hooked.callback_metrics["train/loss"]), abs=1e-6
+    )
+
+
+def test_dlbasics_default_callbacks_keep_the_fast_path():
+    from dlbasics.callbacks import EpochProgressBar, GracefulStop
+
+    trainer, _ = train_moons(EpochProgressBar(), GracefulStop(), enable_progress_bar=True)
+    assert isinstance(trainer.train_dataloader, ShuffledChunks)
+
+
+def test_a_subclass_that_overrides_a_step_hook_gets_every_call():
+    from dlbasics.module import SupervisedModule
+
+    class Watched(SupervisedModule):
+        calls = 0
+
+        def on_after_backward(self):
+            Watched.calls += 1
+
+    cfg = compose_config("data=moons", "trainer.max_epochs=2")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = Watched(**build_module(cfg, datamodule).hparams)
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit(module, datamodule=datamodule)
+    assert Watched.calls == trainer.global_step == 50
+
+
+def test_shards_are_disjoint_cover_the_split_and_reshuffle_every_epoch():
+    x, y = torch.arange(103).float()[:, None], torch.arange(103)
+    loaders = [ShuffledBatches(x, y, 10, seed=5, rank=r, world_size=2) for r in range(2)]
+    seen = []
+    for epoch in (0, 1):
+        rows = []
+        for loader in loaders:
+            loader.set_epoch(epoch)
+            rows.append(torch.cat([batch_y for _, batch_y in loader]))
+        assert len(rows[0]) == len(rows[1]) == 52  # padded like DistributedSampler
+        assert len(loaders[0]) == len(loaders[1]) == 6  # the same number of steps
+        assert set(torch.cat(rows).tolist()) == set(range(103))
+        assert len(set(rows[0].tolist()) & set(rows[1].tolist())) <= 1  # the padded row
+        seen.append(rows[0])
+    assert not torch.equal(seen[0], seen[1])
+    assert torch.equal(shard(torch.arange(6), 1, 3), torch.tensor([1, 4]))
