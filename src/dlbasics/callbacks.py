@@ -174,8 +174,9 @@ class BestAndLastCheckpoint(Checkpoint):
 def _atomic_save(trainer: pl.Trainer, path: Path) -> None:
     """Save a checkpoint to a temporary file, then rename it over ``path``."""
     temporary = path.with_name(path.name + ".tmp")
-    trainer.save_checkpoint(temporary, weights_only=False)
-    os.replace(temporary, path)
+    trainer.save_checkpoint(temporary, weights_only=False)  # every process; rank 0 writes
+    if trainer.is_global_zero:
+        os.replace(temporary, path)
 
 
 # The latest epoch's metrics on the bar: loss and the task's headline metric, train

@@ -255,15 +255,21 @@ class SupervisedModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         learning_rate = self.optimizers().param_groups[0]["lr"]
-        losses = torch.stack(self._step_losses).float().cpu()  # the epoch's one wait
-        scores = torch.stack(self._step_scores).sum(dim=0).cpu()  # computed by then
-        self._check_finite(losses, learning_rate)
-        rows = torch.tensor(self._step_rows, dtype=losses.dtype)
-        mean_loss = (losses * rows).sum() / rows.sum()
+        losses = torch.stack(self._step_losses).double()
+        rows = torch.tensor(self._step_rows, dtype=losses.dtype, device=losses.device)
+        # Sums over this process's steps: the loss weighted by rows, the rows, the scores.
+        scores = torch.stack(self._step_scores).sum(dim=0).double().reshape(-1)
+        totals = torch.cat([(losses * rows).sum()[None], rows.sum()[None], scores])
+        if self.trainer.world_size > 1:  # DDP: every process's shard, summed
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        totals = totals.cpu()  # the epoch's one wait
+        self._check_finite(losses.cpu(), learning_rate)
         self._publish(
             {
-                "train/loss": mean_loss,
-                **self._train_metrics(scores, int(rows.sum())),
+                "train/loss": totals[0] / totals[1],
+                **self._train_metrics(
+                    totals[2] if self.task == "classification" else totals[2:], int(totals[1])
+                ),
                 "train/lr": torch.tensor(learning_rate),
             }
         )

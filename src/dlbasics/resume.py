@@ -124,12 +124,15 @@ def resume_run(
     run_dir: str, overrides: list[str], train: Callable, log_to_run: Callable[[Path], None]
 ) -> None:
     """Resume ``run_dir`` with ``train``, or say that it has nothing left to do."""
-    from dlbasics.rundir import claim
+    from dlbasics.rundir import claim, is_helper_process
     from dlbasics.validate import check_config
 
     directory = Path(run_dir).resolve()
     cfg = load_run_config(directory, overrides)
     check_config(cfg)
+    if is_helper_process():  # another rank of a resumed DDP run: the first one owns the run
+        train(cfg)
+        return
     claim(directory, "resume")
     done = finished(Path(cfg.ckpt_path), cfg.trainer.max_epochs)
     if done is not None:

@@ -35,6 +35,15 @@ _RUN_FILES = (
 _held: dict[Path, int] = {}  # run directories locked by this process -> file descriptor
 
 
+def is_helper_process() -> bool:
+    """Whether this process is one of a distributed run's other ranks (Lightning's DDP
+    launcher, torchrun or SLURM started it with a rank above 0). The first process owns
+    the run directory: it claims it, writes into it and cleans it up; the others train."""
+    return any(
+        int(os.environ.get(name) or 0) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK")
+    )
+
+
 def holds_run(directory: Path) -> bool:
     """Whether ``directory`` already holds a run (its config or a checkpoint)."""
     return (directory / ".hydra" / "config.yaml").is_file() or any(

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from dlbasics.config import CONFIG_DIR, register_experiments
 from dlbasics.errors import ConfigError, DlbasicsError, RunInterrupted, TrainingDiverged
+from dlbasics.rundir import is_helper_process
 
 log = logging.getLogger("dlbasics")
 
@@ -39,9 +40,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from dlbasics.resume import check_checkpoint
 
     quiet_lightning()
+    writes = not is_helper_process()  # only the first process of a DDP run writes and prints
     report.use_full_width()
-    report.log_overrides(cfg)
-    report.print_config(cfg)
+    if writes:
+        report.log_overrides(cfg)
+        report.print_config(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
 
     # The data come first: the model is sized from what they report.
@@ -71,7 +74,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         **no_validation,
     )
     # What the model's inputs and outputs mean, readable beside the run (checkpoints carry it too).
-    datamodule.save_description(cfg.paths.output_dir)
+    if writes:
+        datamodule.save_description(cfg.paths.output_dir)
     start_session(loggers, cfg)  # the run's HPARAMS row, there from the first epoch on
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
@@ -92,8 +96,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
     end_session(loggers)
-    report.save_metrics(metrics, cfg.paths.output_dir)
-    report.print_metrics(metrics, cfg.paths.output_dir)
+    if writes:
+        report.save_metrics(metrics, cfg.paths.output_dir)
+        report.print_metrics(metrics, cfg.paths.output_dir)
     return metrics
 
 
@@ -179,19 +184,24 @@ def _hydra_app(cfg: DictConfig) -> float | None:
 
     run_dir = Path(cfg.paths.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        claim(run_dir, "hydra.sweep.dir" if in_sweep else "hydra.run.dir")
-    except DlbasicsError as error:
-        _fail(error)  # another process's directory: leave it alone
+    helper = is_helper_process()  # another rank of a DDP run: the first process owns run_dir
+    if helper:
+        _quiet_helper()
+    else:
+        try:
+            claim(run_dir, "hydra.sweep.dir" if in_sweep else "hydra.run.dir")
+        except DlbasicsError as error:
+            _fail(error)  # another process's directory: leave it alone
     try:
         check_config(cfg)
         metrics = train(cfg)
     except KeyboardInterrupt:
         # Before the graceful-stop handler is installed (imports, loading the data).
-        discard_unfinished(run_dir, "interrupted", in_sweep)
+        if not helper:
+            discard_unfinished(run_dir, "interrupted", in_sweep)
         _exit_interrupted("interrupted before training started; nothing was kept")
     except DlbasicsError as error:
-        done = discard_unfinished(run_dir, f"Error: {error}", in_sweep)
+        done = None if helper else discard_unfinished(run_dir, f"Error: {error}", in_sweep)
         if not in_sweep or isinstance(error, RunInterrupted):
             _fail(error)
         # One job of a sweep failing (say, a learning rate that diverges) ends that job only.
@@ -212,7 +222,8 @@ def main() -> None:
             rest = [a for a in arguments if a not in resume]
             return resume_run(resume[-1].split("=", 1)[1], rest, train, _log_to_run)
         command_line = _overrides_to_check(arguments)
-        if command_line is not None:
+        # Another rank of a DDP run, started with the same command line: checked already.
+        if command_line is not None and not is_helper_process():
             check_command_line(*command_line, multirun=bool({"-m", "--multirun"} & set(arguments)))
         _hydra_app()
     except DlbasicsError as error:
@@ -288,6 +299,21 @@ def _exit_interrupted(message: str) -> None:
         sys.stderr.flush()
         logging.shutdown()  # the message reaches train.log too
         os._exit(130)
+
+
+def _quiet_helper() -> None:
+    """Another rank of a DDP run logs warnings and errors to the console only: the run's
+    log file and its messages are the first process's (Hydra opened a log file for this
+    process too, named after its job; it is closed and removed while still empty)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+            log_file = Path(handler.baseFilename)
+            if log_file.is_file() and log_file.stat().st_size == 0:
+                log_file.unlink()
+    logging.getLogger("dlbasics").setLevel(logging.WARNING)
 
 
 def _log_to_run(run_dir) -> None:

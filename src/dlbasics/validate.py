@@ -14,6 +14,7 @@ Both raise :class:`dlbasics.errors.ConfigError`.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from numbers import Number
 from pathlib import Path
@@ -281,6 +282,7 @@ def check_accelerator(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator}: not supported by dlbasics; use one of "
             f"{', '.join(ACCELERATORS)} (auto: a GPU when there is one)"
         )
+    check_devices(cfg, accelerator)
     if accelerator not in ("gpu", "cuda"):
         return
     import torch
@@ -290,6 +292,34 @@ def check_accelerator(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator}: no CUDA GPU is visible to PyTorch "
             f"(torch {torch.__version__}). Use trainer.accelerator=cpu or "
             "trainer.accelerator=auto (GPU when there is one)."
+        )
+
+
+def check_devices(cfg: DictConfig, accelerator: str) -> None:
+    """``trainer.devices``: a count the machine has (one process each under DDP), ``auto``
+    or -1 (all). More CPU processes than cores, or more GPUs than exist, stop here."""
+    devices = cfg.trainer.get("devices", 1)
+    if str(devices) in ("auto", "-1") or not str(devices).lstrip("-").isdigit():
+        return  # Lightning's other forms (a list of GPU indices) are Lightning's to check
+    count = int(devices)
+    if count < 1:
+        raise ConfigError(f"trainer.devices={devices}: at least 1 (or auto, or -1 for all)")
+    if count == 1:
+        return
+    import torch
+
+    gpus = torch.cuda.device_count()
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
+    if on_gpu and count > gpus:
+        raise ConfigError(
+            f"trainer.devices={devices}: {gpus} GPU(s) visible; use trainer.devices={gpus} "
+            "or fewer"
+        )
+    cores = os.cpu_count() or 1
+    if not on_gpu and count > cores:
+        raise ConfigError(
+            f"trainer.devices={devices}: this CPU has {cores} cores, and each device is a "
+            f"process of its own; use trainer.devices={cores} or fewer"
         )
 
 

@@ -167,8 +167,13 @@ class RunFigures(Callback):
 
 
 def _can_draw(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
-    """Figures read dlbasics' datamodules (original units) and ask its module to predict."""
-    return hasattr(trainer.datamodule, "original_split") and hasattr(module, "predict_raw")
+    """Figures read dlbasics' datamodules (original units) and ask its module to predict;
+    under DDP only the first process draws (every process holds the same model)."""
+    return (
+        trainer.is_global_zero
+        and hasattr(trainer.datamodule, "original_split")
+        and hasattr(module, "predict_raw")
+    )
 
 
 def _image_loggers(trainer: pl.Trainer) -> list[TensorBoardLogger]:

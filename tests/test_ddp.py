@@ -1,0 +1,80 @@
+"""DDP on 2 CPU processes (gloo): sharded rows, averaged gradients, whole-split metrics,
+one writer of the run directory, and resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import run_cli
+
+HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    done = subprocess.run([sys.executable, str(HERE / "ddp_worker.py"), str(out)],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_each_process_trains_on_its_own_shard_every_epoch(ranks):
+    train_x = ranks[0]["train_x"]  # 800 rows
+    for epoch in range(3):
+        rows = [rank["epochs"][epoch] for rank in ranks]
+        assert len(rows[0]) == len(rows[1]) == 400
+        together = torch.cat(rows)
+        # Disjoint, and together every training row once.
+        assert torch.equal(together.unique(dim=0), train_x.unique(dim=0))
+    assert not torch.equal(ranks[0]["epochs"][0], ranks[0]["epochs"][1])  # reshuffled
+    assert ranks[0]["global_step"] == ranks[1]["global_step"] == 3 * 13  # 400 rows / 32
+
+
+def test_gradients_are_averaged_so_both_processes_end_identical(ranks):
+    first, second = ranks[0]["params"], ranks[1]["params"]
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+def test_metrics_cover_the_whole_split_on_every_process(ranks):
+    from dlbasics.nets import MLP
+
+    metrics = ranks[0]["metrics"]
+    assert metrics == pytest.approx(ranks[1]["metrics"])
+    # val/loss is the loss over all validation rows with the final weights.
+    net = MLP([2], 2)  # the default model config's net: hidden [64, 64], relu
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ranks[0]["params"].items()})
+    x, y = ranks[0]["val"]
+    with torch.no_grad():
+        assert float(F.cross_entropy(net(x), y)) == pytest.approx(metrics["val/loss"], abs=1e-5)
+    assert 0 < metrics["train/acc"] <= 1  # both shards counted: the mean of 800 rows
+
+
+def test_a_ddp_run_from_the_command_line_writes_once_and_resumes(tmp_path):
+    run = tmp_path / "run"
+    args = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data=moons"]
+    done = run_cli(*args, "trainer.max_epochs=2", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("Final metrics") == 1  # printed by the first process only
+    names = sorted(p.name for p in run.iterdir())
+    assert names == [".hydra", ".lock", "checkpoints", "data.json", "figures", "metrics.json",
+                     "tb", "train.log"]  # fmt: skip
+    (board,) = (run / "tb").iterdir()
+    assert len(list(board.glob("events.out.tfevents.*"))) == 1
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+    resumed = run_cli(f"resume={run}", "trainer.max_epochs=3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["epoch"] == 3
+    assert json.loads((run / "metrics.json").read_text())["val/acc"] > 0.8
