@@ -169,3 +169,20 @@ def test_shards_are_disjoint_cover_the_split_and_reshuffle_every_epoch():
         seen.append(rows[0])
     assert not torch.equal(seen[0], seen[1])
     assert torch.equal(shard(torch.arange(6), 1, 3), torch.tensor([1, 4]))
+
+
+def test_the_readmes_own_lightning_module_runs_as_written(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Your own LightningModule", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    loss = float(re.search(r"train loss ([0-9.]+)", done.stdout).group(1))
+    assert loss < 0.4  # it learned the moons

@@ -339,6 +339,11 @@ README_RUNS = {
         "data.standardize_target=true optimizer.lr=0.05"
     ): ([], "val/r2", 0.9),
     "python -m dlbasics.train --config-dir my_conf experiment=my_exp": ([], None, None),
+    "python -m dlbasics.train trainer=ddp trainer.accelerator=cpu trainer.devices=2": (
+        ["trainer.max_epochs=5"],
+        "test/acc",
+        0.8,
+    ),
     "python -m dlbasics.train 'hydra.searchpath=[file://my_conf]' model=wide_mlp data=line": (
         [],
         None,
@@ -348,6 +353,7 @@ README_RUNS = {
 # Run elsewhere: a GPU (below), and resuming runs that the README only names.
 NOT_RUN_HERE = (
     "python -m dlbasics.train model=linreg trainer.accelerator=gpu",
+    "python -m dlbasics.train trainer=ddp trainer.accelerator=gpu",
     "python -m dlbasics.train resume=",
     "python -m dlbasics.train ckpt_path=path/to/last.ckpt",
 )
