@@ -399,11 +399,17 @@ def test_readme_command_runs_to_a_sensible_result(tmp_path, command):
             assert metrics[metric] >= lowest, metrics
 
 
-def test_readme_gpu_command_runs_or_says_why_not(tmp_path):
-    (command,) = [c for c in readme_commands() if "trainer.accelerator=gpu" in c]
+GPU_COMMANDS = [c for c in readme_commands() if "trainer.accelerator=gpu" in c]
+
+
+@pytest.mark.parametrize("command", GPU_COMMANDS)
+def test_readme_gpu_command_runs_or_says_why_not(tmp_path, command):
+    assert len(GPU_COMMANDS) == 2  # one GPU, and DDP over several
     result = run_cli(*shlex.split(command)[3:], "trainer.max_epochs=2", cwd=tmp_path)
-    if torch.cuda.is_available():
+    devices = next((int(w.split("=")[1]) for w in command.split() if "devices=" in w), 1)
+    if torch.cuda.device_count() >= devices:
         assert result.returncode == 0, result.stderr[-2000:]
     else:  # one line naming the key, before a run directory exists
-        assert result.returncode == 2 and "trainer.accelerator=gpu" in result.stderr
+        key = "trainer.accelerator=gpu" if not torch.cuda.is_available() else "trainer.devices"
+        assert result.returncode == 2 and key in result.stderr
         assert not (tmp_path / "outputs").exists()

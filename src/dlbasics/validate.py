@@ -282,17 +282,16 @@ def check_accelerator(cfg: DictConfig) -> None:
             f"trainer.accelerator={accelerator}: not supported by dlbasics; use one of "
             f"{', '.join(ACCELERATORS)} (auto: a GPU when there is one)"
         )
-    check_devices(cfg, accelerator)
-    if accelerator not in ("gpu", "cuda"):
-        return
-    import torch
+    if accelerator in ("gpu", "cuda"):
+        import torch
 
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            f"trainer.accelerator={accelerator}: no CUDA GPU is visible to PyTorch "
-            f"(torch {torch.__version__}). Use trainer.accelerator=cpu or "
-            "trainer.accelerator=auto (GPU when there is one)."
-        )
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={accelerator}: no CUDA GPU is visible to PyTorch "
+                f"(torch {torch.__version__}). Use trainer.accelerator=cpu or "
+                "trainer.accelerator=auto (GPU when there is one)."
+            )
+    check_devices(cfg, accelerator)
 
 
 def check_devices(cfg: DictConfig, accelerator: str) -> None:
