@@ -29,6 +29,8 @@ _RUN_FILES = (
     "data.json",
     "metrics.json",
     "figures",
+    "job.out",
+    "job.err",
     ".lock",
 )
 
@@ -39,9 +41,24 @@ def is_helper_process() -> bool:
     """Whether this process is one of a distributed run's other ranks (Lightning's DDP
     launcher, torchrun or SLURM started it with a rank above 0). The first process owns
     the run directory: it claims it, writes into it and cleans it up; the others train."""
-    return any(
-        int(os.environ.get(name) or 0) > 0 for name in ("RANK", "LOCAL_RANK", "NODE_RANK")
-    )
+    ranks = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")  # SLURM: one task per GPU
+    return any(int(os.environ.get(name) or 0) > 0 for name in ranks)
+
+
+def link_job_log(directory: Path) -> None:
+    """In a job sent by Hydra's submitit launcher (SLURM, or ``submitit_local``), link the
+    job's own stdout and stderr files, which submitit keeps under the sweep's ``.submitit/``
+    folder by job id, into the run directory as ``job.out`` and ``job.err``."""
+    try:
+        import submitit
+
+        paths = submitit.JobEnvironment().paths
+    except Exception:  # no submitit, or not one of its jobs
+        return
+    for name, target in (("job.out", paths.stdout), ("job.err", paths.stderr)):
+        link = directory / name
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(Path(target).resolve())
 
 
 def holds_run(directory: Path) -> bool:

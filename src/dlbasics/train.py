@@ -179,7 +179,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dlbasics.rundir import claim, discard_unfinished
+    from dlbasics.rundir import claim, discard_unfinished, link_job_log
     from dlbasics.validate import check_config
 
     run_dir = Path(cfg.paths.output_dir)
@@ -192,6 +192,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
             claim(run_dir, "hydra.sweep.dir" if in_sweep else "hydra.run.dir")
         except DlbasicsError as error:
             _fail(error)  # another process's directory: leave it alone
+        link_job_log(run_dir)
     try:
         check_config(cfg)
         metrics = train(cfg)
@@ -239,8 +240,9 @@ def check_command_line(overrides: list[str], config_dirs: list[str], multirun: b
     """Everything that can be checked before Hydra makes a run directory and Lightning is
     imported: the overrides and their values, a forced run directory, the user's CSV file."""
     from dlbasics.data.checks import check_data
-    from dlbasics.validate import check_overrides, check_run_dir_free
+    from dlbasics.validate import check_launcher, check_overrides, check_run_dir_free
 
+    check_launcher(overrides, multirun)
     configs = check_overrides(overrides, config_dirs)
     check_run_dir_free(overrides, multirun)
     seen = set()

@@ -73,6 +73,45 @@ def check_overrides(overrides: list[str], config_dirs: Iterable[str] = ()) -> li
     return configs
 
 
+# Launchers that come with an extra of dlbasics: (plugin module, the extra).
+LAUNCHER_EXTRAS = {
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+}
+
+
+def check_launcher(overrides: list[str], multirun: bool) -> None:
+    """``hydra/launcher=...`` needs its plugin (one line naming the extra that installs it)
+    and a multirun (``-m``): Hydra sends only a multirun's jobs to a launcher, and would
+    otherwise train here, in this process, without a word."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") != "hydra/launcher" or value in ("", "basic"):
+            continue
+        if value in LAUNCHER_EXTRAS:
+            plugin, extra = LAUNCHER_EXTRAS[value]
+            if not _has_module(plugin):
+                raise ConfigError(
+                    f"hydra/launcher={value} needs hydra-submitit-launcher, which comes with "
+                    f"the {extra} extra: pip install 'dlbasics[{extra}]'"
+                )
+        if not multirun:
+            raise ConfigError(
+                f"hydra/launcher={value} launches the jobs of a multirun: add -m, e.g. "
+                f"python -m dlbasics.train -m hydra/launcher={value} seed=0"
+            )
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def check_run_dir_free(overrides: list[str], multirun: bool) -> None:
     """A ``hydra.run.dir`` (``hydra.sweep.dir``) forced onto an earlier run is refused:
     the new run would write over that run's config and mix its files with the old ones."""
