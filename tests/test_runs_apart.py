@@ -339,6 +339,11 @@ README_RUNS = {
         "data.standardize_target=true optimizer.lr=0.05"
     ): ([], "val/r2", 0.9),
     "python -m dlbasics.train --config-dir my_conf experiment=my_exp": ([], None, None),
+    "python -m dlbasics.train -m hydra/launcher=submitit_local seed=0,1": (
+        ["trainer.max_epochs=5"],
+        "val/acc",
+        0.8,
+    ),
     "python -m dlbasics.train trainer=ddp trainer.accelerator=cpu trainer.devices=2": (
         ["trainer.max_epochs=5"],
         "test/acc",
@@ -354,6 +359,7 @@ README_RUNS = {
 NOT_RUN_HERE = (
     "python -m dlbasics.train model=linreg trainer.accelerator=gpu",
     "python -m dlbasics.train trainer=ddp trainer.accelerator=gpu",
+    "python -m dlbasics.train -m hydra/launcher=slurm",  # a SLURM cluster
     "python -m dlbasics.train resume=",
     "python -m dlbasics.train ckpt_path=path/to/last.ckpt",
 )

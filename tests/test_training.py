@@ -260,3 +260,15 @@ def test_gradient_clipping_tames_a_learning_rate_that_diverges(run_training):
         "logger=none",
     )
     assert metrics["test/r2"] > 0.5
+
+
+def test_float32_matmul_precision_is_a_checked_config_key(run_training, make_config):
+    from dlbasics.errors import ConfigError
+    from dlbasics.validate import check_config
+
+    with pytest.raises(ConfigError, match="float32_matmul_precision=low: one of highest"):
+        check_config(make_config("float32_matmul_precision=low"))
+    run_training("data=points", "float32_matmul_precision=medium", "trainer.max_epochs=1",
+                 "logger=none", "figures=none")  # fmt: skip
+    assert torch.get_float32_matmul_precision() == "medium"
+    torch.set_float32_matmul_precision("highest")

@@ -26,6 +26,7 @@ log = logging.getLogger("dlbasics")
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one experiment described by a composed config; return its final metrics."""
     import lightning.pytorch as pl
+    import torch
 
     from dlbasics import report
     from dlbasics.builders import (
@@ -46,6 +47,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         report.log_overrides(cfg)
         report.print_config(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
+    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision") or "highest")
 
     # The data come first: the model is sized from what they report.
     datamodule = build(cfg.data, "data")

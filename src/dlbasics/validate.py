@@ -257,6 +257,11 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"model.dropout={dropout}: must be a probability in [0, 1)")
     if cfg.get("gradient_clip_val") is not None:
         _positive_number(cfg, "gradient_clip_val")
+    precision = cfg.get("float32_matmul_precision")
+    if precision is not None and precision not in ("highest", "high", "medium"):
+        raise ConfigError(
+            f"float32_matmul_precision={precision}: one of highest, high, medium"
+        )
     check_ckpt_path(cfg)
     check_callbacks(cfg)
     check_figures(cfg)

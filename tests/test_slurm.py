@@ -1,0 +1,42 @@
+"""Hydra's submitit launcher: jobs of a multirun sent to SLURM (submitit_local runs them
+here the same way), each job's log findable from its run directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from dlbasics import validate
+from dlbasics.errors import ConfigError
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_every_job_and_links_its_log(tmp_path):
+    sweep = tmp_path / "sweep"
+    # The folder conf/hydra/launcher/slurm.yaml sets, tried with the local executor.
+    done = run_cli("-m", "hydra/launcher=submitit_local", "data=moons", "trainer.max_epochs=3",
+                   "seed=0,1", f"hydra.sweep.dir={sweep}",
+                   "hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit",
+                   cwd=tmp_path, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for job in ("0", "1"):
+        run = sweep / job
+        assert json.loads((run / "metrics.json").read_text())["val/acc"] > 0.8
+        log = run / "job.out"  # a link to the file submitit wrote under .submitit/
+        assert log.is_symlink() and (sweep / ".submitit") in log.resolve().parents
+        assert "Final metrics" in log.read_text()
+    assert not (sweep / ".submitit" / "%j").exists()  # no empty folder left behind
+
+
+def test_a_launcher_without_its_plugin_names_the_extra(monkeypatch):
+    monkeypatch.setattr(validate, "_has_module", lambda name: False)
+    with pytest.raises(ConfigError, match=r"pip install 'dlbasics\[slurm\]'"):
+        validate.check_launcher(["hydra/launcher=submitit_slurm"], multirun=True)
+
+
+def test_a_launcher_without_a_multirun_says_so():
+    with pytest.raises(ConfigError, match="add -m"):
+        validate.check_launcher(["hydra/launcher=submitit_local", "seed=1"], multirun=False)
+    validate.check_launcher(["hydra/launcher=basic"], multirun=False)  # Hydra's own: fine
