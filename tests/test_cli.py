@@ -115,7 +115,10 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     # The checks stay on with the user's folder, by either route.
     for route in (["--config-dir", "my_conf"], ["hydra.searchpath=[file://my_conf]"]):
         for overrides, expected in (
-            (["model=wide_mpl"], "Available: cnn, linreg, mlp, wide_mlp. Did you mean model=wide_mlp?"),
+            (
+                ["model=wide_mpl"],
+                "Available: cnn, linreg, mlp, wide_mlp. Did you mean model=wide_mlp?",
+            ),
             (["model=wide_mlp", "trainer.max_epoch=2"], "Did you mean trainer.max_epochs?"),
         ):
             result = run_cli(*route, *overrides, cwd=work, env=env)

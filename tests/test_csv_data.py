@@ -57,7 +57,9 @@ def test_regression_recovers_the_weights_of_the_file(run_training, tmp_path):
         "trainer.max_epochs=30",
         "logger=none",
     )
-    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    module = SupervisedModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
     linear = module.net.linear
     assert linear.in_features == 2  # a and b; the text column `city` was skipped
     assert linear.weight.detach().flatten().tolist() == pytest.approx([3.0, -2.0], abs=0.05)
@@ -106,7 +108,9 @@ def test_listed_features_are_the_only_inputs(run_training, tmp_path):
         "trainer.max_epochs=1",
         "logger=none",
     )
-    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    module = SupervisedModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
     assert module.net.linear.in_features == 1
 
 
@@ -281,7 +285,11 @@ ERRORS = {
         {"task": "classification"},
         [r"holds 40 distinct values in 40 rows, about one per row"],
     ),
-    "a dropped column that is not there": ("a,y\n1,2\n", {"drop": ["id"]}, [r"data\.drop: no column 'id'"]),
+    "a dropped column that is not there": (
+        "a,y\n1,2\n",
+        {"drop": ["id"]},
+        [r"data\.drop: no column 'id'"],
+    ),
     "a file in another encoding": (
         "a,caf\xe9\n1,2\n".encode("latin-1"),
         {"target": "café"},
@@ -319,7 +327,9 @@ def test_missing_file_names_the_path_and_the_directory(tmp_path, monkeypatch):
 
 def test_the_rows_left_by_dropna_are_the_rows_that_are_split(tmp_path):
     text = "a,y\n1,2\n2,\n3,4\n"
-    with pytest.raises(DataError, match=r"column\(s\) 'y' \(1, first on line 3\); set data\.dropna=true"):
+    with pytest.raises(
+        DataError, match=r"column\(s\) 'y' \(1, first on line 3\); set data\.dropna=true"
+    ):
         make_data(tmp_path, text, target="y").setup()
     data = make_data(tmp_path, text, target="y", dropna=True, val_fraction=0.5, test_fraction=0.4)
     with pytest.raises(DataError, match="cannot split the 2 rows"):

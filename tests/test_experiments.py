@@ -12,11 +12,15 @@ from dlbasics.module import SupervisedModule
 
 
 def best_module(tmp_path) -> SupervisedModule:
-    return SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "best.ckpt").eval()
+    return SupervisedModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "best.ckpt", map_location="cpu"
+    ).eval()
 
 
 def last_module(tmp_path) -> SupervisedModule:
-    return SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").eval()
+    return SupervisedModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu"
+    ).eval()
 
 
 def test_every_preset_is_tested_here():

@@ -54,7 +54,7 @@ def trained(cfg, checkpoint: str = "best.ckpt"):
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     path = Path(cfg.paths.output_dir) / "checkpoints" / checkpoint
-    return datamodule, SupervisedModule.load_from_checkpoint(path).eval()
+    return datamodule, SupervisedModule.load_from_checkpoint(path, map_location="cpu").eval()
 
 
 def is_among(values: np.ndarray, raw: np.ndarray) -> bool:

@@ -174,7 +174,9 @@ def test_each_data_option_reports_its_shape_and_trains(run_training, tmp_path, d
         "trainer.max_epochs=2",
         "logger=csv",
     )
-    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    module = SupervisedModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
     assert module.hparams.task == task
     assert module.hparams.input_shape == input_shape
     assert module.hparams.num_outputs == num_outputs

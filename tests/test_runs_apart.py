@@ -180,7 +180,9 @@ def frozen_run(run_training, tmp_path, *overrides):
     cfg, metrics = run_training(
         *overrides, "optimizer=sgd", "optimizer.lr=1e-20", "trainer.max_epochs=2", "test=false"
     )
-    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    module = SupervisedModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     x, y = datamodule.splits["train"]

@@ -85,7 +85,9 @@ def test_model_is_sized_from_the_data(run_training, tmp_path):
     run_training(
         "model=mlp", "data=blobs", "data.n_features=5", "data.centers=4", "trainer.max_epochs=1"
     )
-    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    module = SupervisedModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu"
+    )
     first, last = module.net.layers[1], module.net.layers[-1]
     assert first.in_features == 5
     assert last.out_features == 4
@@ -110,7 +112,7 @@ OVERFITTING = (
 
 def classify(path, datamodule, split: str) -> tuple[float, float]:
     """(cross-entropy, accuracy) of the checkpoint at ``path`` on one split of ``datamodule``."""
-    module = SupervisedModule.load_from_checkpoint(path).eval()
+    module = SupervisedModule.load_from_checkpoint(path, map_location="cpu").eval()
     loader = datamodule.val_dataloader() if split == "val" else datamodule.test_dataloader()
     x, y = (torch.cat(parts) for parts in zip(*loader, strict=True))
     with torch.no_grad():
@@ -152,7 +154,7 @@ def test_best_checkpoint_holds_the_epoch_with_the_lowest_val_loss(run_training, 
     assert metrics["test/acc"] == pytest.approx(best_acc, abs=1e-6)
     assert not math.isclose(last_test, best_test, rel_tol=0.1)
 
-    module = SupervisedModule.load_from_checkpoint(checkpoints / "best.ckpt")
+    module = SupervisedModule.load_from_checkpoint(checkpoints / "best.ckpt", map_location="cpu")
     assert module.hparams.task == "classification"
     assert module.hparams.net["hidden_sizes"] == [256, 256]
 

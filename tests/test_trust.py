@@ -248,7 +248,9 @@ def test_a_checkpoint_predicts_raw_rows_like_its_test_split(run_training, tmp_pa
         "data=csv", f"data.path={tmp_path / 'penguins.csv'}", "data.target=species",
         "trainer.max_epochs=15", "logger=none",
     )  # fmt: skip
-    module = SupervisedModule.load_from_checkpoint(tmp_path / "checkpoints" / "best.ckpt")
+    module = SupervisedModule.load_from_checkpoint(
+        tmp_path / "checkpoints" / "best.ckpt", map_location="cpu"
+    )
     names = module.hparams.data["class_names"]
     predicted = [names[i] for i in module.predict_raw(raw).tolist()]
     accuracy = np.mean([p == t for p, t in zip(predicted, labels, strict=True)])
