@@ -186,3 +186,15 @@ def test_the_readmes_own_lightning_module_runs_as_written(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     loss = float(re.search(r"train loss ([0-9.]+)", done.stdout).group(1))
     assert loss < 0.4  # it learned the moons
+
+
+def test_a_subclass_of_a_chunk_safe_callback_is_judged_by_its_own_hooks():
+    from dlbasics.callbacks import GracefulStop
+    from dlbasics.module import listens_per_step
+
+    class Watching(GracefulStop):
+        def on_after_backward(self, trainer, pl_module):
+            pass
+
+    assert not listens_per_step(GracefulStop())
+    assert listens_per_step(Watching())

@@ -40,3 +40,15 @@ def test_a_launcher_without_a_multirun_says_so():
     with pytest.raises(ConfigError, match="add -m"):
         validate.check_launcher(["hydra/launcher=submitit_local", "seed=1"], multirun=False)
     validate.check_launcher(["hydra/launcher=basic"], multirun=False)  # Hydra's own: fine
+
+
+def test_a_sweep_of_ddp_jobs_needs_a_cluster_launcher():
+    from hydra import compose, initialize_config_dir
+
+    from dlbasics.config import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        ddp = compose("train", overrides=["trainer=ddp", "trainer.accelerator=cpu"])
+    with pytest.raises(ConfigError, match="needs hydra/launcher=slurm"):
+        validate.check_multirun_processes(["trainer=ddp", "seed=0,1"], [ddp])
+    validate.check_multirun_processes(["hydra/launcher=slurm", "trainer=ddp"], [ddp])

@@ -92,7 +92,8 @@ class BestAndLastCheckpoint(Checkpoint):
             and time.monotonic() - self._last_write >= self.every_n_seconds
         )
         due_by_epoch = self.every_n_epochs is not None and epoch % self.every_n_epochs == 0
-        if due_by_time or due_by_epoch:
+        # Under DDP saving is collective: the first process's clock decides for every one.
+        if trainer.strategy.broadcast(due_by_time or due_by_epoch):
             self.write(trainer)
 
     def _track(self, trainer: pl.Trainer, pl_module: pl.LightningModule, key: str) -> None:
@@ -115,7 +116,7 @@ class BestAndLastCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stopped_by_signal = any(
-            isinstance(c, GracefulStop) and c.received is not None for c in trainer.callbacks
+            isinstance(c, GracefulStop) and c.stopped for c in trainer.callbacks
         )
         self._finished = not stopped_by_signal
         self.write(trainer)
@@ -134,7 +135,8 @@ class BestAndLastCheckpoint(Checkpoint):
     def write(self, trainer: pl.Trainer, last: bool = True) -> None:
         """Write ``last.ckpt``, and ``best.ckpt`` if the best weights changed since the last write."""
         self.dirpath.mkdir(parents=True, exist_ok=True)
-        if self._best_weights is not None:
+        # Every process joins each save (it ends in a barrier); the first one's view decides.
+        if trainer.strategy.broadcast(self._best_weights is not None):
             self._writing_best = True
             try:
                 _atomic_save(trainer, self.best_path)
@@ -291,6 +293,7 @@ class GracefulStop(Callback):
     def __init__(self, grace_seconds: float = 3.0) -> None:
         self.grace_seconds = grace_seconds
         self.received: signal.Signals | None = None
+        self.stopped = False  # training was stopped by a signal (to this or another process)
         self._received_at = 0.0
         self._previous: dict[signal.Signals, Any] = {}
 
@@ -313,12 +316,15 @@ class GracefulStop(Callback):
         )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.world_size > 1:
+            return  # DDP: processes must stop at the same step, so at the epoch's end
         if self.received and time.monotonic() - self._received_at > self.grace_seconds:
-            trainer.should_stop = True  # a long epoch: stop within the grace period
+            trainer.should_stop = self.stopped = True  # a long epoch: stop within the grace
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.received:
-            trainer.should_stop = True
+        # Under DDP a signal may reach one process only: any process that got one stops all.
+        if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+            trainer.should_stop = self.stopped = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()

@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 import torch
 import torchmetrics.functional as FM
 from hydra.utils import instantiate
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
@@ -74,8 +75,9 @@ PER_STEP_HOOKS = (
 
 def listens_per_step(callback: pl.Callback) -> bool:
     """Whether ``callback`` overrides a per-step hook (dlbasics' own callbacks that only
-    watch the clock or the epoch's progress say ``chunk_safe = True``)."""
-    if getattr(callback, "chunk_safe", False):
+    watch the clock or the epoch's progress say ``chunk_safe = True`` in their own class
+    body; a subclass of theirs is judged by its hooks)."""
+    if type(callback).__dict__.get("chunk_safe", False):
         return False
     return any(is_overridden(hook, callback, parent=pl.Callback) for hook in PER_STEP_HOOKS)
 
@@ -209,13 +211,13 @@ class SupervisedModule(pl.LightningModule):
             trainer = self.trainer
         except RuntimeError:  # not attached to a Trainer
             return False
-        if trainer.world_size > 1:
-            return False
+        if trainer.world_size > 1 or not isinstance(trainer.strategy, SingleDeviceStrategy):
+            return False  # DDP, even on one device: its wrapper expects one step per forward
         if trainer.precision not in ("32-true", "64-true"):
             return False
         if any(listens_per_step(callback) for callback in trainer.callbacks):
             return False
-        hooks = (*PER_STEP_HOOKS, "training_step")
+        hooks = (*PER_STEP_HOOKS, "training_step", "backward")
         return not any(is_overridden(hook, self, parent=SupervisedModule) for hook in hooks)
 
     def training_step(self, batch: Batch | list[Batch], batch_index: int) -> None:
@@ -263,7 +265,8 @@ class SupervisedModule(pl.LightningModule):
         if self.trainer.world_size > 1:  # DDP: every process's shard, summed
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
         totals = totals.cpu()  # the epoch's one wait
-        self._check_finite(losses.cpu(), learning_rate)
+        if not bool(torch.isfinite(totals[0])):  # the same decision in every DDP process
+            self._diverged(losses.cpu(), learning_rate)
         self._publish(
             {
                 "train/loss": totals[0] / totals[1],
@@ -299,17 +302,19 @@ class SupervisedModule(pl.LightningModule):
         metrics["train/mse"] = squared_error.mean() / rows
         return metrics
 
-    def _check_finite(self, losses: torch.Tensor, learning_rate: float) -> None:
-        """Stop with a clear message once the loss is NaN or infinite."""
+    def _diverged(self, losses: torch.Tensor, learning_rate: float) -> None:
+        """Stop with a clear message: the epoch's training loss is NaN or infinite."""
         finite = torch.isfinite(losses)
-        if bool(finite.all()):
-            return
-        step = int((~finite).nonzero()[0])
-        first_step = self.trainer.global_step - len(losses)
+        where, value = "in another process's shard", float("nan")
+        if not bool(finite.all()):  # this process's own first bad step
+            step = int((~finite).nonzero()[0])
+            first_step = self.trainer.global_step - len(losses)
+            where = f"step {first_step + step} (step {step} of the epoch)"
+            value = losses[step].item()
         raise TrainingDiverged(
-            f"the training loss became {losses[step].item()} in epoch {self.current_epoch}, "
-            f"step {first_step + step} (step {step} of the epoch) with optimizer.lr={learning_rate:g}. "
-            "Lower the learning rate (e.g. by 10x) or clip gradients (gradient_clip_val=1.0)."
+            f"the training loss became {value} in epoch {self.current_epoch}, {where} with "
+            f"optimizer.lr={learning_rate:g}. Lower the learning rate (e.g. by 10x) or clip "
+            "gradients (gradient_clip_val=1.0)."
         )
 
     # -- evaluation ---------------------------------------------------------------------

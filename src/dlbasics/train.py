@@ -83,17 +83,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except TrainingDiverged as error:
         raise TrainingDiverged(f"{error} {_kept(checkpoint)}") from None
-    if stop is not None and stop.received is not None:
+    if stop is not None and stop.stopped:
+        signal_name = stop.received.name if stop.received else "a signal to another process"
         raise RunInterrupted(
-            f"Stopped by {stop.received.name} after {trainer.current_epoch} epochs; "
+            f"Stopped by {signal_name} after {trainer.current_epoch} epochs; "
             f"{_kept(checkpoint)} Resume with:\n"
             f"  python -m dlbasics.train resume={cfg.paths.output_dir}",
-            exit_code=128 + stop.received.value,
+            exit_code=128 + (stop.received.value if stop.received else 15),
         )
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
     if will_test:
         best = checkpoint.best_path if checkpoint and checkpoint.best_path.exists() else None
+        best = trainer.strategy.broadcast(best)  # DDP: as the process that wrote it sees it
         trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
@@ -242,10 +244,17 @@ def check_command_line(overrides: list[str], config_dirs: list[str], multirun: b
     """Everything that can be checked before Hydra makes a run directory and Lightning is
     imported: the overrides and their values, a forced run directory, the user's CSV file."""
     from dlbasics.data.checks import check_data
-    from dlbasics.validate import check_launcher, check_overrides, check_run_dir_free
+    from dlbasics.validate import (
+        check_launcher,
+        check_multirun_processes,
+        check_overrides,
+        check_run_dir_free,
+    )
 
     check_launcher(overrides, multirun)
     configs = check_overrides(overrides, config_dirs)
+    if multirun:
+        check_multirun_processes(overrides, configs)
     check_run_dir_free(overrides, multirun)
     seen = set()
     for cfg in configs:  # each distinct data config of a sweep once
@@ -315,7 +324,10 @@ def _quiet_helper() -> None:
             root.removeHandler(handler)
             handler.close()
             log_file = Path(handler.baseFilename)
-            if log_file.is_file() and log_file.stat().st_size == 0:
+            # Lightning names a helper's Hydra job train_ddp_process_<rank>; under SLURM every
+            # task shares the first process's train.log, which stays.
+            named_for_helper = "_ddp_process_" in log_file.name
+            if named_for_helper and log_file.is_file() and log_file.stat().st_size == 0:
                 log_file.unlink()
     logging.getLogger("dlbasics").setLevel(logging.WARNING)
 

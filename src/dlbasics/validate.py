@@ -103,6 +103,23 @@ def check_launcher(overrides: list[str], multirun: bool) -> None:
             )
 
 
+def check_multirun_processes(overrides: list[str], configs: list[DictConfig]) -> None:
+    """A multirun whose jobs start several processes (``trainer=ddp``) needs a launcher that
+    gives each job its own processes (SLURM): Hydra's basic launcher runs the jobs in this
+    process, and Lightning would start each helper with the whole sweep's command line."""
+    launcher = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")), "")
+    if launcher in LAUNCHER_EXTRAS and launcher != "submitit_local":
+        return
+    for cfg in configs:
+        devices = str(cfg.trainer.get("devices", 1))
+        if cfg.trainer.get("strategy") == "ddp" or (devices.isdigit() and int(devices) > 1):
+            raise ConfigError(
+                f"-m with trainer.devices={devices} ({cfg.trainer.get('strategy') or 'auto'}): "
+                "a sweep of multi-process jobs needs hydra/launcher=slurm (or submitit_slurm); "
+                "here, run each setting as its own command without -m"
+            )
+
+
 def _has_module(name: str) -> bool:
     import importlib.util
 
@@ -259,9 +276,7 @@ def check_config(cfg: DictConfig) -> None:
         _positive_number(cfg, "gradient_clip_val")
     precision = cfg.get("float32_matmul_precision")
     if precision is not None and precision not in ("highest", "high", "medium"):
-        raise ConfigError(
-            f"float32_matmul_precision={precision}: one of highest, high, medium"
-        )
+        raise ConfigError(f"float32_matmul_precision={precision}: one of highest, high, medium")
     check_ckpt_path(cfg)
     check_callbacks(cfg)
     check_figures(cfg)
@@ -355,8 +370,7 @@ def check_devices(cfg: DictConfig, accelerator: str) -> None:
     on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and gpus > 0)
     if on_gpu and count > gpus:
         raise ConfigError(
-            f"trainer.devices={devices}: {gpus} GPU(s) visible; use trainer.devices={gpus} "
-            "or fewer"
+            f"trainer.devices={devices}: {gpus} GPU(s) visible; use trainer.devices={gpus} or fewer"
         )
     cores = os.cpu_count() or 1
     if not on_gpu and count > cores:
