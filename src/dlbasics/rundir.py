@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from dlbasics.errors import ConfigError
@@ -49,11 +50,14 @@ def link_job_log(directory: Path) -> None:
     """In a job sent by Hydra's submitit launcher (SLURM, or ``submitit_local``), link the
     job's own stdout and stderr files, which submitit keeps under the sweep's ``.submitit/``
     folder by job id, into the run directory as ``job.out`` and ``job.err``."""
+    submitit = sys.modules.get("submitit")
+    if submitit is None:
+        # Not a submitit job (its runner imports it). Importing it here would be harmful:
+        # on import it reconfigures logging, which closes Hydra's handlers of this run.
+        return
     try:
-        import submitit
-
         paths = submitit.JobEnvironment().paths
-    except Exception:  # no submitit, or not one of its jobs
+    except Exception:  # not one of its jobs
         return
     for name, target in (("job.out", paths.stdout), ("job.err", paths.stderr)):
         link = directory / name
