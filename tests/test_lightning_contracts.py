@@ -198,3 +198,18 @@ def test_a_subclass_of_a_chunk_safe_callback_is_judged_by_its_own_hooks():
 
     assert not listens_per_step(GracefulStop())
     assert listens_per_step(Watching())
+
+
+def test_dlbasics_module_trains_on_an_ordinary_dataloader():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    cfg = compose_config("data=moons", "trainer.max_epochs=3")
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    x, y = datamodule.splits["train"]
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)  # yields [x, y] lists
+    trainer = quiet_trainer(max_epochs=3)
+    trainer.fit(module, train_dataloaders=loader)
+    assert trainer.global_step == 3 * 25
+    assert trainer.callback_metrics["train/acc"] > 0.8

@@ -229,7 +229,8 @@ class SupervisedModule(pl.LightningModule):
         ``manual_backward`` costs about 0.1 ms per step in hooks nobody listens to then.
         """
         optimizer = self.optimizers()
-        if isinstance(batch, list):
+        # A chunk is a list of (x, y) pairs; a DataLoader's own batch is an [x, y] list.
+        if isinstance(batch, list) and isinstance(batch[0], (tuple, list)):
             for x, y in batch:
                 self._step(optimizer, x, y, torch.Tensor.backward)
         else:
