@@ -38,7 +38,7 @@ def main(argv: list[str]) -> None:
     saved.checkpoint(options.get("ckpt"))  # a missing checkpoint is reported before loading
 
     model = saved.load(options.get("ckpt"))
-    metrics, scored = evaluate(model, saved.config, data, overrides)
+    metrics, scored = evaluate(model, saved, data, overrides)
     folder = new_folder(saved.directory / "eval")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     about = {"run": str(saved.directory), "checkpoint": str(model.checkpoint), **scored}
@@ -86,27 +86,23 @@ def data_config(saved: SavedRun, overrides: list[str]) -> DictConfig:
         except ConfigError as error:  # without train's hint to add a key with +
             raise ConfigError(str(error).split(" (Add a new key")[0]) from None
     config = OmegaConf.merge(saved.config, OmegaConf.from_dotlist(overrides))
-    names = saved.data_description().get("feature_names") if overrides else None
+    described = saved.data_description() if overrides else {}
+    names = described.get("feature_names")
     if names and "features" in config.data:
         # A CSV file: the run's columns, by name, in training order, and its task.
-        described = saved.data_description()
         config.data.merge_with({"features": names, "task": described["task"], "drop": []})
     return config.data
 
 
 def evaluate(
-    model: TrainedModel, run_config: DictConfig, data: DictConfig, overrides: list[str]
+    model: TrainedModel, saved: SavedRun, data: DictConfig, overrides: list[str]
 ) -> tuple[dict[str, float], dict]:
     """Score ``model``; returns the metrics and a description of what was scored."""
     from dlbasics.builders import build, quiet_lightning
 
     quiet_lightning()
     if not overrides:
-        # The run's own data, split and scaled exactly as in training (the split is seeded).
-        datamodule = build(run_config.data, "data")
-        datamodule.setup("test")
-        model.check_same_data(datamodule.describe(), f"the run's data ({run_config.data._target_})")
-        split = next(s for s in ("test", "val", "train") if datamodule.has_split(s))
+        datamodule, split = saved.held_out_split(model)  # the split the run tested on
         x, y = datamodule.splits[split]
         described = f"the run's {split} split ({len(x)} rows)"
         prefix = split

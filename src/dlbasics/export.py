@@ -162,13 +162,7 @@ def load_exported(path: Path):
 
 def check_inputs(saved: SavedRun, model: TrainedModel) -> tuple[np.ndarray, str]:
     """The run's test split (else validation, else training) as raw rows, flattened."""
-    from dlbasics.builders import build, quiet_lightning
-
-    quiet_lightning()
-    datamodule = build(saved.config.data, "data")
-    datamodule.setup("test")
-    model.check_same_data(datamodule.describe(), f"the run's data ({saved.config.data._target_})")
-    split = next(s for s in ("test", "val", "train") if datamodule.has_split(s))
+    datamodule, split = saved.held_out_split(model)
     x, _ = datamodule.original_split(split)
     return x.reshape(len(x), -1).astype(np.float32), f"{split} split ({len(x)} rows)"
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from dlbasics.data.arrays import Scaling
 from dlbasics.errors import ConfigError, DataError
 
 CHECKPOINT_CHOICES = ("best", "last")
@@ -85,6 +86,21 @@ class SavedRun:
                     f"ckpt={path}: trained on other data than {self.key}={self.directory} "
                     f"({differs})"
                 )
+
+    def held_out_split(self, model: TrainedModel):
+        """The run's data rebuilt from its config, split and scaled as in training (the split
+        is seeded), checked against what ``model`` was trained on; returns the datamodule and
+        the split to score: ``test``, else ``val``, else ``train``."""
+        from dlbasics.builders import build, quiet_lightning
+
+        quiet_lightning()
+        datamodule = build(self.config.data, "data")
+        datamodule.setup("test")
+        model.check_same_data(
+            datamodule.describe(), f"the run's data ({self.config.data._target_})"
+        )
+        split = next(s for s in ("test", "val", "train") if datamodule.has_split(s))
+        return datamodule, split
 
     def data_description(self) -> dict[str, Any]:
         """What the run's data meant (``data.json``, written when it started), read without
@@ -203,7 +219,7 @@ class TrainedModel:
         x = x.reshape(len(x), *shape)
         scaling = self.description.get("feature_scaling")
         if scaling and x.ndim == 2:
-            x = (x - np.float32(scaling["mean"])) / np.float32(scaling["std"])
+            x = Scaling.from_dict(scaling).apply(x)
         if self.task == "classification":
             y = self.class_indices(y, source)
         else:
@@ -215,7 +231,7 @@ class TrainedModel:
                 )
             target = self.description.get("target_scaling")
             if target:
-                y = (y - np.float32(target["mean"])) / np.float32(target["std"])
+                y = Scaling.from_dict(target).apply(y)
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y)
 
     def class_indices(self, labels: np.ndarray, source: str) -> np.ndarray:

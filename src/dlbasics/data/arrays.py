@@ -121,6 +121,11 @@ class Scaling:
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, list[float]]) -> Scaling:
+        """The statistics :meth:`to_dict` wrote (a run's data.json or checkpoint)."""
+        return cls(np.float32(saved["mean"]), np.float32(saved["std"]))
+
 
 def scale_splits(parts: Split, column: int) -> tuple[Split, Scaling]:
     """Standardise ``column`` (0 = features, 1 = targets) of every split by the train split."""
