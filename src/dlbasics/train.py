@@ -189,15 +189,15 @@ def _hydra_app(cfg: DictConfig) -> float | None:
     run_dir = Path(cfg.paths.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     helper = is_helper_process()  # another rank of a DDP run: the first process owns run_dir
-    if helper:
-        _quiet_helper()
-    else:
-        try:
-            claim(run_dir, "hydra.sweep.dir" if in_sweep else "hydra.run.dir")
-        except DlbasicsError as error:
-            _fail(error)  # another process's directory: leave it alone
-        link_job_log(run_dir)
     try:
+        if helper:
+            _quiet_helper()
+        else:
+            try:
+                claim(run_dir, "hydra.sweep.dir" if in_sweep else "hydra.run.dir")
+            except DlbasicsError as error:
+                _fail(error)  # another process's directory: leave it alone
+            link_job_log(run_dir)
         check_config(cfg)
         metrics = train(cfg)
     except KeyboardInterrupt:
@@ -236,6 +236,8 @@ def main() -> None:
     except KeyboardInterrupt:
         # Ctrl-C while checking or while Hydra starts a job, outside any job: a job that
         # claimed its run directory cleans up itself, and training stops gracefully.
+        if not resume:
+            _discard_half_made_run()
         where = f"; {resume[-1]} is as it was" if resume else ""
         _exit_interrupted(f"interrupted before training started{where}")
 
@@ -312,6 +314,23 @@ def _exit_interrupted(message: str) -> None:
         sys.stderr.flush()
         logging.shutdown()  # the message reaches train.log too
         os._exit(130)
+
+
+def _discard_half_made_run() -> None:
+    """Ctrl-C while Hydra was making a single run's directory (config files, log), before
+    the job itself began: remove what it wrote, as the job would have."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from dlbasics.rundir import discard_unfinished
+
+    if not HydraConfig.initialized() or is_helper_process():
+        return
+    hydra_cfg = HydraConfig.get()
+    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None)
+    if hydra_cfg.mode == RunMode.RUN and output_dir:
+        discard_unfinished(Path(output_dir), "interrupted", in_sweep=False)
 
 
 def _quiet_helper() -> None:
