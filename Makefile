@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		echo "No GPU found: installing the CPU build ($(TORCH_CPU))"; $(PY) -m pip install -q $(TORCH_CPU); \
 	fi
-	$(PY) -m pip install -q -e ".[dev,export,slurm]"
+	$(PY) -m pip install -q -e ".[dev,export,slurm,sweep]"
 	touch $@
 
 train: setup

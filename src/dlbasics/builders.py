@@ -104,6 +104,7 @@ _NOT_HPARAMS = (
     "callbacks/*",
     "logger/*",
     "figures/*",
+    "hparams_search/*",  # how a search ran, the same for all its trials
     "ckpt_path",
     "*/_partial_",
     "trainer/default_root_dir",
@@ -114,7 +115,7 @@ _NOT_HPARAMS = (
     "data/shuffle_seed",  # the run's seed again
 )
 # Config groups whose chosen option is not a setting of the experiment.
-_NOT_CHOICES = ("hydra", "paths", "logger", "callbacks", "figures")
+_NOT_CHOICES = ("hydra", "paths", "logger", "callbacks", "figures", "hparams_search")
 
 
 def run_hparams(cfg: DictConfig) -> dict[str, object]:

@@ -336,3 +336,53 @@ class GracefulStop(Callback):
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+class TrackBest(Callback):
+    """Remember the best value of the run's objective (``val/acc`` or ``val/loss``, see
+    :mod:`dlbasics.objective`) and the epoch that reached it: what a sweep compares runs by.
+
+    The value is read once per validation, from what the module logged (falling back to
+    the training split's metric of the same name when there is no validation split). Kept
+    in checkpoints, so a resumed run still knows its best epoch.
+    """
+
+    chunk_safe = True  # no per-step hooks
+
+    def __init__(self, metric: str, direction: str) -> None:
+        from dlbasics.objective import Objective
+
+        self.objective = Objective(metric, direction)
+        self.best: float | None = None
+        self.best_epoch: int | None = None  # counted from 1
+
+    @property
+    def fallback(self) -> str:
+        return "train/" + self.objective.metric.split("/", 1)[-1]
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._track(trainer, self.objective.metric)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.objective.metric not in trainer.callback_metrics:
+            self._track(trainer, self.fallback)
+
+    def _track(self, trainer: pl.Trainer, key: str) -> None:
+        value = trainer.callback_metrics.get(key)
+        if value is not None and self.objective.better(float(value), self.best):
+            self.best, self.best_epoch = float(value), trainer.current_epoch + 1
+
+    def outcome(self, trainer: pl.Trainer):
+        """The run's :class:`~dlbasics.objective.Outcome` (names the metric actually read)."""
+        from dlbasics.objective import Outcome
+
+        measured = self.objective.metric in trainer.callback_metrics
+        metric = self.objective.metric if measured or self.best is None else self.fallback
+        return Outcome(metric, self.objective.direction, self.best, self.best_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]

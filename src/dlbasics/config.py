@@ -35,7 +35,15 @@ if not OmegaConf.has_resolver("dlbasics_pid"):
 # -- what a run was started with, and a name that says it -------------------------------
 
 # Overrides that say nothing about what was trained: where files go, what is shown.
-_NOT_IN_NAMES = ("paths.", "callbacks.", "logger", "figures", "ckpt_path", "trainer.enable_")
+_NOT_IN_NAMES = (
+    "paths.",
+    "callbacks.",
+    "logger",
+    "figures",
+    "ckpt_path",
+    "trainer.enable_",
+    "hparams_search",
+)
 _NAME_LIMIT = 100  # characters: a file name may have 255, and TensorBoard shows less
 
 

@@ -29,6 +29,7 @@ _RUN_FILES = (
     "checkpoints",
     "data.json",
     "metrics.json",
+    "objective.json",
     "figures",
     "job.out",
     "job.err",

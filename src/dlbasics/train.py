@@ -37,7 +37,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         quiet_lightning,
         start_session,
     )
-    from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop
+    from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop, TrackBest
+    from dlbasics.objective import choose_objective, objective_settings
     from dlbasics.resume import check_checkpoint
 
     quiet_lightning()
@@ -45,7 +46,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     report.use_full_width()
     if writes:
         report.log_overrides(cfg)
-        report.print_config(cfg)
+        if not _in_sweep():  # a sweep's job: Hydra has printed its overrides
+            report.print_config(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision") or "highest")
 
@@ -60,6 +62,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = build_callbacks(
         cfg.callbacks, has_logger=bool(loggers), progress_bar=cfg.trainer.enable_progress_bar
     )
+    # What a sweep compares this run by: the best epoch's val/acc or val/loss.
+    objective = choose_objective(datamodule.task, *objective_settings(cfg))
+    tracker = TrackBest(objective.metric, objective.direction)
+    callbacks.append(tracker)
     will_test = bool(cfg.test) and datamodule.has_split("test")
     if cfg.get("figures"):  # drawn after the test, or after training when no test follows
         callbacks.append(build(cfg.figures, "figures", evaluate_after_fit=not will_test))
@@ -92,6 +98,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             exit_code=128 + (stop.received.value if stop.received else 15),
         )
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    outcome = tracker.outcome(trainer)
 
     if will_test:
         best = checkpoint.best_path if checkpoint and checkpoint.best_path.exists() else None
@@ -101,6 +108,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     end_session(loggers)
     if writes:
+        outcome.save(cfg.paths.output_dir)
         report.save_metrics(metrics, cfg.paths.output_dir)
         report.print_metrics(metrics, cfg.paths.output_dir)
     return metrics
@@ -165,6 +173,13 @@ def _kept(checkpoint) -> str:
     )
 
 
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def _choice(cfg: DictConfig, group: str) -> str:
     """The option chosen for a group (``cnn``), or its class name outside a Hydra run."""
     from hydra.core.hydra_config import HydraConfig
@@ -178,8 +193,9 @@ def _choice(cfg: DictConfig, group: str) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def _hydra_app(cfg: DictConfig) -> float | None:
-    """One Hydra job: check the values, train, return the validation loss (for sweepers)."""
+def _hydra_app(cfg: DictConfig) -> dict | None:
+    """One Hydra job: check the values, train, and return what a sweeper compares runs by
+    (:func:`job_result`); None when the job failed."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -198,6 +214,7 @@ def _hydra_app(cfg: DictConfig) -> float | None:
             except DlbasicsError as error:
                 _fail(error)  # another process's directory: leave it alone
             link_job_log(run_dir)
+        share_cores_with_parallel_jobs()
         check_config(cfg)
         metrics = train(cfg)
     except KeyboardInterrupt:
@@ -212,7 +229,39 @@ def _hydra_app(cfg: DictConfig) -> float | None:
         # One job of a sweep failing (say, a learning rate that diverges) ends that job only.
         log.error("Error: %s%s", error, f" ({done})" if done else "")
         return None
-    return metrics.get("val/loss", metrics.get("train/loss"))
+    return job_result(run_dir, metrics)
+
+
+def job_result(run_dir: Path, metrics: dict[str, float]) -> dict:
+    """A job's result for a sweeper: its objective's best value (``value``, None if never
+    measured), the ``metric`` and ``direction``, the best ``epoch``, the final ``metrics``
+    and the ``run_dir``. Plain values, so it travels back from a launcher's worker process."""
+    from dataclasses import asdict
+
+    from dlbasics.objective import Outcome
+
+    outcome = Outcome.read(run_dir)
+    return {
+        **(asdict(outcome) if outcome else {"value": None}),
+        "metrics": metrics,
+        "run_dir": str(run_dir),
+    }
+
+
+def share_cores_with_parallel_jobs() -> None:
+    """In a job of ``hydra/launcher=joblib``, give torch this job's share of the CPU cores:
+    with every job using all cores, parallel jobs would slow each other down."""
+    from hydra.core.hydra_config import HydraConfig
+
+    launcher = HydraConfig.get().launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return
+    import torch
+
+    cores = os.cpu_count() or 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's -1 = all cores
+    torch.set_num_threads(max(1, cores // workers))
 
 
 def main() -> None:
@@ -251,10 +300,12 @@ def check_command_line(overrides: list[str], config_dirs: list[str], multirun: b
         check_multirun_processes,
         check_overrides,
         check_run_dir_free,
+        check_search_command,
     )
 
     check_launcher(overrides, multirun)
     configs = check_overrides(overrides, config_dirs)
+    configs = check_search_command(overrides, configs, multirun, config_dirs)
     if multirun:
         check_multirun_processes(overrides, configs)
     check_run_dir_free(overrides, multirun)

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.config import CONFIG_DIR, group_options
 from dlbasics.errors import ConfigError
+from dlbasics.search import check_search, sweep_values
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")  # as in dlbasics.nets
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -44,10 +45,7 @@ def check_overrides(overrides: list[str], config_dirs: Iterable[str] = ()) -> li
     (``--config-dir``) and a ``hydra.searchpath=[...]`` override add the user's own config
     folders, whose options are checked like the package's.
     """
-    try:
-        every = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as error:
-        raise ConfigError(f"cannot read the overrides: {error}") from None
+    every = parse_overrides(overrides)
     search_path = [*(_as_search_path(d) for d in config_dirs), *_search_path_override(every)]
     searching = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
     parsed = [o for o in every if _is_ours(o)]
@@ -73,11 +71,29 @@ def check_overrides(overrides: list[str], config_dirs: Iterable[str] = ()) -> li
     return configs
 
 
+def parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parsed overrides, or one line naming the one it cannot read and why."""
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException as error:
+            lines = str(error).strip().splitlines()
+            why = next((line for line in lines if " while evaluating " in line), lines[-1])
+            raise ConfigError(f"cannot read the override {override!r}: {why}") from None
+    return parser.parse_overrides(overrides)
+
+
 # Launchers that come with an extra of dlbasics: (plugin module, the extra).
 LAUNCHER_EXTRAS = {
     "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
     "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "sweep"),
+}
+_PLUGIN_PACKAGES = {
+    "hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher",
+    "hydra_plugins.hydra_joblib_launcher": "hydra-joblib-launcher",
 }
 
 
@@ -93,14 +109,80 @@ def check_launcher(overrides: list[str], multirun: bool) -> None:
             plugin, extra = LAUNCHER_EXTRAS[value]
             if not _has_module(plugin):
                 raise ConfigError(
-                    f"hydra/launcher={value} needs hydra-submitit-launcher, which comes with "
-                    f"the {extra} extra: pip install 'dlbasics[{extra}]'"
+                    f"hydra/launcher={value} needs {_PLUGIN_PACKAGES[plugin]}, which comes "
+                    f"with the {extra} extra: pip install 'dlbasics[{extra}]'"
                 )
         if not multirun:
             raise ConfigError(
                 f"hydra/launcher={value} launches the jobs of a multirun: add -m, e.g. "
                 f"python -m dlbasics.train -m hydra/launcher={value} seed=0"
             )
+
+
+def check_search_command(
+    overrides: list[str], configs: list[DictConfig], multirun: bool, config_dirs: Iterable[str]
+) -> list[DictConfig]:
+    """A search (``hparams_search=...``) needs ``-m`` and Optuna, and every value its space
+    can take must pass the same checks as a plain run's; an interval or a log scale is a
+    search's, not a plain sweep's. Returns the configs to check further (one per value)."""
+    from dlbasics.search import parse_space, space_entries
+
+    parsed = parse_overrides(overrides)
+    for override in parsed:
+        key = override.get_key_element().lstrip("+")
+        if override.is_sweep_override() and key.startswith("hparams_search.space."):
+            searched = key[len("hparams_search.space.") :]
+            raise ConfigError(
+                f"{override.input_line}: write a search on the command line as the key "
+                f"itself, e.g. '{searched}={override.input_line.split('=', 1)[1]}'"
+            )
+    intervals = [o.input_line for o in parsed if o.is_sweep_override() and o.is_interval_sweep()]
+    search = configs[0].get("hparams_search")
+    if not search:
+        if intervals:
+            raise ConfigError(
+                f"{intervals[0]}: an interval is searched, not listed; add "
+                "hparams_search=optuna (a plain -m runs lists: a,b,c or range(a, b))"
+            )
+        return configs
+    if not multirun:
+        raise ConfigError(
+            "hparams_search runs a search of many trials: add -m, e.g. "
+            "python -m dlbasics.train -m hparams_search=optuna"
+        )
+    if not _has_module("optuna"):
+        raise ConfigError(
+            "hparams_search=optuna needs optuna, which comes with the sweep extra: "
+            "pip install 'dlbasics[sweep]'"
+        )
+    for entry in space_entries(search.get("space")):
+        key = entry.split("=", 1)[0]
+        if OmegaConf.select(configs[0], key, default=_MISSING) is _MISSING:
+            parent, _, name = key.rpartition(".")
+            owner = _owner(configs[0], parent, overrides)
+            raise ConfigError(
+                f"hparams_search.space.{key}: {owner} has no key '{name}' to search; leave it "
+                f"out with hparams_search.space.{key}=null (or search another key)"
+            )
+    space = parse_space(search.get("space"), overrides)
+    searched = [sweep.input_line for sweep in space.sweeps.values()]
+    return check_overrides([*space.fixed, *searched], config_dirs)
+
+
+_MISSING = object()
+
+
+def _owner(cfg: DictConfig, parent: str, overrides: list[str]) -> str:
+    """Who lacks a key: ``model=linreg`` (as chosen on the command line), ``model
+    (LinearRegression)`` (chosen elsewhere), or the parent key."""
+    group = parent.split(".", 1)[0]
+    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == group]
+    if group and chosen:
+        return f"{group}={chosen[-1]}"
+    target = OmegaConf.select(cfg, f"{group}._target_", default=None) if group else None
+    if target:
+        return f"{group} ({str(target).rsplit('.', 1)[-1]})"
+    return parent or "the config"
 
 
 def check_multirun_processes(overrides: list[str], configs: list[DictConfig]) -> None:
@@ -176,9 +258,9 @@ def _is_ours(override) -> bool:
 
 
 def _values(override) -> list[str]:
-    """The values an override sets: one, or each value of a sweep."""
+    """The values an override sets: one, or each value of a sweep (both ends of an interval)."""
     if override.is_sweep_override():
-        return list(override.sweep_string_iterator())
+        return sweep_values(override)
     return [override.get_value_element_as_str()]
 
 
@@ -277,6 +359,7 @@ def check_config(cfg: DictConfig) -> None:
     precision = cfg.get("float32_matmul_precision")
     if precision is not None and precision not in ("highest", "high", "medium"):
         raise ConfigError(f"float32_matmul_precision={precision}: one of highest, high, medium")
+    check_search(cfg)
     check_ckpt_path(cfg)
     check_callbacks(cfg)
     check_figures(cfg)

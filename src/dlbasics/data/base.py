@@ -193,9 +193,7 @@ class InMemoryDataModule(pl.LightningDataModule):
                 x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed
             )
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        return ShuffledBatches(
-            x, y, batch_size, self.shuffle, self.shuffle_seed, rank, world_size
-        )
+        return ShuffledBatches(x, y, batch_size, self.shuffle, self.shuffle_seed, rank, world_size)
 
     def val_dataloader(self) -> OrderedBatches | list:
         return self._eval_batches("val")

@@ -20,12 +20,10 @@ def check_data(data: DictConfig) -> None:
     if data.get("_target_") not in CSV_TARGETS:
         return
     from dlbasics.data.arrays import encode_labels
-    from dlbasics.data.table import read_csv_data, split_file_rows
+    from dlbasics.data.table import split_file_rows
 
     options = OmegaConf.to_container(data, resolve=True)
-    # The keys of conf/data/csv.yaml that say how to read the file, as CsvData passes them.
-    reading = inspect.signature(read_csv_data).parameters
-    table = read_csv_data(**{key: value for key, value in options.items() if key in reading})
+    table = _read(options)
     y = (
         encode_labels(table.y, f"data.target={table.target}")[0]
         if table.task == "classification"
@@ -40,3 +38,19 @@ def check_data(data: DictConfig) -> None:
         stratify=table.task == "classification" and options.get("stratify", True),
         seed=options.get("split_seed", 0),
     )
+
+
+def csv_task(data: DictConfig) -> str | None:
+    """The task CsvData will choose for ``data`` (``task=auto`` reads the file), or None
+    for data that are not a CSV file."""
+    if data.get("_target_") not in CSV_TARGETS:
+        return None
+    return _read(OmegaConf.to_container(data, resolve=True)).task
+
+
+def _read(options: dict):
+    from dlbasics.data.table import read_csv_data
+
+    # The keys of conf/data/csv.yaml that say how to read the file, as CsvData passes them.
+    reading = inspect.signature(read_csv_data).parameters
+    return read_csv_data(**{key: value for key, value in options.items() if key in reading})

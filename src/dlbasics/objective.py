@@ -1,0 +1,103 @@
+"""What a run is judged by when runs are compared: one metric, its direction, its best value.
+
+A sweep or a search compares runs by the best epoch's value of the task's validation
+metric: the accuracy for classification (higher is better), the loss for regression (lower
+is better). Every run writes its own to ``<run dir>/objective.json``, so a sweep's summary
+and the search can read it whichever process or machine ran the job.
+
+Free of torch and Lightning imports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dlbasics.errors import ConfigError
+
+OBJECTIVE_FILE = "objective.json"
+DIRECTIONS = ("minimize", "maximize")
+# The metric compared when none is named (hparams_search.metric=auto), by task.
+TASK_METRICS = {"classification": "val/acc", "regression": "val/loss"}
+# Metrics whose direction is known from their name (the part after "val/", "train/", ...).
+_HIGHER_IS_BETTER = ("acc", "r2")
+_LOWER_IS_BETTER = ("loss", "mse", "mae")
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str  # a logged metric, e.g. "val/acc"
+    direction: str  # "minimize" or "maximize"
+
+    def better(self, value: float, than: float | None) -> bool:
+        """Whether ``value`` improves on ``than`` (None: nothing yet). NaN never does."""
+        if not math.isfinite(value):
+            return False
+        if than is None:
+            return True
+        return value < than if self.direction == "minimize" else value > than
+
+    def sort_key(self, value: float | None) -> float:
+        """Best first when sorted ascending; runs without a value last."""
+        if value is None or not math.isfinite(value):
+            return math.inf
+        return value if self.direction == "minimize" else -value
+
+
+def choose_objective(task: str, metric: str = "auto", direction: str = "auto") -> Objective:
+    """The metric to compare runs by (``auto``: :data:`TASK_METRICS` of the task) and its
+    direction (``auto``: from the metric's name)."""
+    if metric in (None, "auto"):
+        metric = TASK_METRICS[task]
+    if direction in (None, "auto"):
+        name = str(metric).rsplit("/", 1)[-1]
+        if name in _HIGHER_IS_BETTER:
+            direction = "maximize"
+        elif name in _LOWER_IS_BETTER:
+            direction = "minimize"
+        else:
+            raise ConfigError(
+                f"hparams_search.metric={metric}: say whether higher or lower is better with "
+                "hparams_search.direction=maximize (or minimize)"
+            )
+    if direction not in DIRECTIONS:
+        raise ConfigError(
+            f"hparams_search.direction={direction}: one of auto, {', '.join(DIRECTIONS)}"
+        )
+    return Objective(str(metric), str(direction))
+
+
+def objective_settings(cfg) -> tuple[str, str]:
+    """``hparams_search.metric`` and ``.direction`` of a config (``auto`` without a search)."""
+    search = cfg.get("hparams_search") or {}
+    return str(search.get("metric") or "auto"), str(search.get("direction") or "auto")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A run's best value of its objective, and the epoch (counted from 1) that reached it."""
+
+    metric: str
+    direction: str
+    value: float | None  # None: never measured (no epoch finished, or every value was NaN)
+    epoch: int | None
+
+    def save(self, run_dir: str | Path) -> Path:
+        file = Path(run_dir) / OBJECTIVE_FILE
+        file.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return file
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> Outcome | None:
+        """The outcome saved in ``run_dir``, or None if the run wrote none (it failed)."""
+        file = Path(run_dir) / OBJECTIVE_FILE
+        try:
+            return cls(**json.loads(file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @property
+    def objective(self) -> Objective:
+        return Objective(self.metric, self.direction)

@@ -1,0 +1,394 @@
+"""Hyperparameter search with Optuna: ``python -m dlbasics.train -m hparams_search=optuna``.
+
+The search is a small Hydra sweeper (``hydra_plugins.dlbasics_sweeper``) on Optuna's
+ask-and-tell interface: it asks the study for a trial's values, hands them to Hydra's
+launcher as the overrides of one job (so each trial is an ordinary run with its own run
+directory, and ``hydra/launcher=joblib`` runs several at once), and tells the study the
+job's result: the best epoch's value of the run's objective (:mod:`dlbasics.objective`).
+
+Why not hydra-optuna-sweeper: its newest release (1.3.0) pins ``optuna<3``, whose SQLite
+storage needs ``sqlalchemy<2`` as well; this one is about 200 lines on current Optuna.
+
+The space is written like the command line's sweeps (Hydra's override grammar), under
+``hparams_search.space`` (nested like the config) or as overrides:
+
+* ``interval(a, b)``: a float in [a, b] (whole numbers if the key holds an int now);
+  ``tag(log, interval(a, b))`` on a log scale;
+* ``choice(a, b, c)`` or ``a,b,c``: one of the values; ``range(a, b[, step])``: whole numbers.
+
+Parsing the space needs no Optuna; running the search imports it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+
+from dlbasics.errors import ConfigError
+
+log = logging.getLogger("dlbasics")
+
+SEARCH_GROUP = "hparams_search"
+EXTRA_HINT = "pip install 'dlbasics[sweep]'"
+
+
+# -- the space ---------------------------------------------------------------------------
+
+
+def space_entries(space: Mapping | None, prefix: str = "") -> list[str]:
+    """``{"optimizer": {"lr": "interval(0.001, 0.1)"}}`` -> ``["optimizer.lr=interval(0.001, 0.1)"]``.
+
+    An entry set to null (``hparams_search.space.model=null``) is left out of the search."""
+    entries = []
+    for key, value in (space or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            entries.extend(space_entries(value, name + "."))
+        elif value is not None:
+            entries.append(f"{name}={value}")
+    return entries
+
+
+@dataclass
+class Space:
+    """What a search varies (``sweeps``, by key) and what every trial shares (``fixed``)."""
+
+    sweeps: dict[str, Override] = field(default_factory=dict)
+    fixed: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """``model.activation=choice(relu,tanh), optimizer.lr=...``, sorted by key."""
+        return ", ".join(self.sweeps[key].input_line for key in sorted(self.sweeps))
+
+
+def parse_space(space: Mapping | None, arguments: list[str]) -> Space:
+    """The config's space, then the command line: a sweep on the command line replaces the
+    space's entry for its key, a plain value fixes the key (it is no longer searched)."""
+    parser = OverridesParser.create()
+    result = Space()
+    for source, lines in (("hparams_search.space", space_entries(space)), ("", arguments)):
+        for line in lines:
+            try:
+                override = parser.parse_overrides([line])[0]
+            except OverrideParseException as error:
+                where = f"{source}: " if source else ""
+                detail = str(error).strip().splitlines()[0]
+                raise ConfigError(f"{where}cannot read '{line}' ({detail})") from None
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                result.sweeps[key] = override
+            else:
+                result.sweeps.pop(key, None)
+                result.fixed.append(line)
+    return result
+
+
+def sweep_values(override: Override) -> list[str]:
+    """Values to check a sweep with before anything runs: every choice, or both ends of an
+    interval. Raises :class:`ConfigError` for an interval that cannot be searched."""
+    key = override.get_key_element()
+    if not override.is_interval_sweep():
+        return list(override.sweep_string_iterator())
+    sweep = override.value()
+    low, high = sweep.start, sweep.end
+    text = override.input_line or key
+    if not low < high:
+        raise ConfigError(f"{text}: the lower bound must be below the upper one")
+    if "log" in sweep.tags and low <= 0:
+        raise ConfigError(f"{text}: a log scale needs bounds above 0")
+    return [_number(low), _number(high)]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(value)
+
+
+def distribution(override: Override, current):
+    """The Optuna distribution of one sweep. ``current`` is the key's value in the config:
+    an interval over a key that holds a whole number searches whole numbers."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    log_scale = "log" in override.value().tags
+    if override.is_interval_sweep():
+        sweep = override.value()
+        whole = isinstance(current, int) and not isinstance(current, bool)
+        if whole and float(sweep.start).is_integer() and float(sweep.end).is_integer():
+            return IntDistribution(int(sweep.start), int(sweep.end), log=log_scale)
+        return FloatDistribution(float(sweep.start), float(sweep.end), log=log_scale)
+    return CategoricalDistribution(list(override.sweep_string_iterator()))
+
+
+def as_override(key: str, value) -> str:
+    """A sampled value as the override of a job (floats keep every digit)."""
+    return f"{key}={value!r}" if isinstance(value, float) else f"{key}={value}"
+
+
+# -- the settings of a search --------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    study_name: str
+    storage: str
+    n_trials: int
+    metric: str
+    direction: str
+    sampler_seed: int | None
+    n_startup_trials: int
+    parallel_trials: int
+
+
+def read_settings(config: DictConfig) -> Settings:
+    """The ``hparams_search`` node of a sweep's config, with its defaults filled in."""
+    search = config[SEARCH_GROUP]
+    name = search.get("study_name") or default_study_name(config)
+    storage = search.get("storage") or default_storage(config, name)
+    return Settings(
+        study_name=str(name),
+        storage=str(storage),
+        n_trials=int(search.n_trials),
+        metric=str(search.get("metric") or "auto"),
+        direction=str(search.get("direction") or "auto"),
+        sampler_seed=search.get("sampler_seed"),
+        n_startup_trials=int(search.get("n_startup_trials", 10)),
+        parallel_trials=parallel_trials(config),
+    )
+
+
+def default_study_name(config: DictConfig) -> str:
+    """The preset's task name (``mlp_moons``), or ``train-<model>-<data>`` without one."""
+    choices = config.hydra.runtime.choices
+    if choices.get("experiment"):
+        return str(config.task_name)
+    return f"{config.task_name}-{choices.get('model')}-{choices.get('data')}"
+
+
+def default_storage(config: DictConfig, study_name: str) -> str:
+    """A SQLite file per study: ``outputs/<task_name>/searches/<study>.db``."""
+    folder = Path(config.paths.log_dir) / str(config.task_name) / "searches"
+    return f"sqlite:///{(folder / f'{study_name}.db').resolve()}"
+
+
+def parallel_trials(config: DictConfig) -> int:
+    """Trials asked for at once: ``hparams_search.parallel_trials``, or (``auto``) the
+    number of jobs the launcher runs at a time (joblib's ``n_jobs``; one otherwise)."""
+    chosen = config[SEARCH_GROUP].get("parallel_trials", "auto")
+    if chosen not in (None, "auto"):
+        return int(chosen)
+    launcher = config.hydra.launcher
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+
+
+def check_search(cfg: DictConfig) -> None:
+    """The values of ``hparams_search`` that can be checked before any trial runs."""
+    search = cfg.get(SEARCH_GROUP)
+    if not search:
+        return
+    n_trials = search.get("n_trials")
+    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+        raise ConfigError(f"hparams_search.n_trials={n_trials}: must be a whole number >= 1")
+    chosen = search.get("parallel_trials", "auto")
+    if chosen not in (None, "auto") and (not isinstance(chosen, int) or chosen < 1):
+        raise ConfigError(f"hparams_search.parallel_trials={chosen}: auto, or a whole number >= 1")
+    if float(cfg.data.get("val_fraction", 0.1) or 0) == 0:
+        raise ConfigError(
+            "hparams_search with data.val_fraction=0: trials are compared on the validation "
+            "split, and there is none; set data.val_fraction=0.1 (or another share)"
+        )
+
+
+# -- running it ----------------------------------------------------------------------------
+
+
+def task_of(data: DictConfig) -> str:
+    """The task of a data config, without loading the data where the config says it."""
+    task = data.get("task")
+    if task in ("classification", "regression"):
+        return task
+    from dlbasics.data.checks import csv_task
+
+    found = csv_task(data)
+    if found:
+        return found
+    from hydra.utils import instantiate
+
+    return instantiate(data).task  # generated data know their task when built
+
+
+class Search:
+    """One ``-m hparams_search=optuna`` command: open (or continue) the study, run trials
+    in batches through Hydra's launcher until the study has ``n_trials``, report the best."""
+
+    def __init__(self, config: DictConfig, launcher, arguments: list[str]) -> None:
+        import optuna
+
+        from dlbasics.objective import choose_objective
+
+        self.config = config
+        self.launcher = launcher
+        self.settings = read_settings(config)
+        self.space = parse_space(config[SEARCH_GROUP].get("space"), arguments)
+        if not self.space.sweeps:
+            raise ConfigError(
+                "hparams_search: the search space is empty; give hparams_search.space entries, "
+                "or sweeps such as 'optimizer.lr=tag(log, interval(1e-4, 0.1))'"
+            )
+        self.distributions = {
+            key: distribution(sweep, OmegaConf.select(config, key, default=None))
+            for key, sweep in self.space.sweeps.items()
+        }
+        self.objective = choose_objective(
+            task_of(config.data), self.settings.metric, self.settings.direction
+        )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = self._open_study(optuna)
+
+    def _open_study(self, optuna):
+        settings = self.settings
+        if settings.storage.startswith("sqlite:///"):
+            Path(settings.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        sampler = optuna.samplers.TPESampler(
+            seed=settings.sampler_seed, n_startup_trials=settings.n_startup_trials
+        )
+        study = optuna.create_study(
+            study_name=settings.study_name,
+            storage=settings.storage,
+            sampler=sampler,
+            direction=self.objective.direction,
+            load_if_exists=True,
+        )
+        # A study continued by a later command must be the same search: same objective,
+        # same fixed settings, same space. Anything else would mix incomparable trials.
+        signature = {
+            "metric": self.objective.metric,
+            "direction": self.objective.direction,
+            "fixed": sorted(f for f in self.space.fixed if not _is_search_setting(f)),
+            "space": self.space.describe(),
+        }
+        earlier = study.user_attrs.get("search")
+        if earlier is None:
+            study.set_user_attr("search", signature)
+        elif earlier != signature:
+            changed = [k for k in signature if signature[k] != earlier.get(k)]
+            raise ConfigError(
+                f"hparams_search.study_name={settings.study_name}: the study in "
+                f"{settings.storage} was made by another search ({', '.join(changed)} "
+                f"differ: {earlier[changed[0]]!r} then, {signature[changed[0]]!r} now); "
+                "continue it with the same command, or name a new study with "
+                "hparams_search.study_name=..."
+            )
+        self._fail_interrupted_trials(study, optuna)
+        return study
+
+    @staticmethod
+    def _fail_interrupted_trials(study, optuna) -> None:
+        """Trials left running by an interrupted command count as failed (they were)."""
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        for trial in running:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if running:
+            log.info(
+                "Trials interrupted by an earlier command, marked failed: %s",
+                ", ".join(str(t.number) for t in running),
+            )
+
+    def finished(self) -> int:
+        from optuna.trial import TrialState
+
+        states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
+        return len(self.study.get_trials(deepcopy=False, states=states))
+
+    def run(self) -> None:
+        from optuna.trial import TrialState
+
+        settings = self.settings
+        done = self.finished()
+        log.info(
+            "Search %s: %d of %d trials done; optimising the best epoch's %s (%s) over %s",
+            settings.study_name,
+            done,
+            settings.n_trials,
+            self.objective.metric,
+            self.objective.direction,
+            self.space.describe(),
+        )
+        job_index = 0
+        while done < settings.n_trials:
+            batch = min(settings.parallel_trials, settings.n_trials - done)
+            trials = [self.study.ask(self.distributions) for _ in range(batch)]
+            overrides = [
+                [*self.space.fixed, *(as_override(k, v) for k, v in trial.params.items())]
+                for trial in trials
+            ]
+            try:
+                results = self.launcher.launch(overrides, initial_job_idx=job_index)
+            except BaseException:
+                for trial in trials:  # interrupted: these trials did not finish
+                    self.study.tell(trial, state=TrialState.FAIL)
+                raise
+            job_index += len(results)
+            for trial, result in zip(trials, results, strict=True):
+                self._tell(trial, result)
+            done = self.finished()
+        self.report()
+
+    def _tell(self, trial, result) -> None:
+        from hydra.core.utils import JobStatus
+        from optuna.trial import TrialState
+
+        value = result.return_value if result.status == JobStatus.COMPLETED else None
+        run_dir = (value or {}).get("run_dir")
+        if run_dir:
+            trial.set_user_attr("run_dir", run_dir)
+        best = (value or {}).get("value")
+        if best is None or not math.isfinite(best):
+            self.study.tell(trial, state=TrialState.FAIL)
+            log.info("Trial %d failed (%s)", trial.number, run_dir or "no run directory")
+            return
+        self.study.tell(trial, best)
+        log.info(
+            "Trial %d: best %s %.6g at epoch %s",
+            trial.number,
+            self.objective.metric,
+            best,
+            value.get("epoch"),
+        )
+
+    def report(self) -> None:
+        """The study's best trial (over every command that worked on it), and its run."""
+        from dlbasics.report import console, use_full_width
+
+        use_full_width()
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            console.print(
+                f"Study {self.settings.study_name}: no trial finished; nothing to report."
+            )
+            return
+        params = " ".join(as_override(k, v) for k, v in best.params.items())
+        console.print(
+            f"Best trial of study [bold]{self.settings.study_name}[/bold] "
+            f"({self.finished()} trials): #{best.number}, {self.objective.metric} = "
+            f"{best.value:.6g}\n  {params}\n  Run directory: "
+            f"[bold]{best.user_attrs.get('run_dir', '?')}[/bold]\n  Study: {self.settings.storage}",
+            soft_wrap=True,
+        )
+
+
+def _is_search_setting(override: str) -> bool:
+    """Overrides that change how the search runs, not what each trial trains."""
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key == SEARCH_GROUP or key.startswith((f"{SEARCH_GROUP}.", "hydra"))

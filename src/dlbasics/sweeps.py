@@ -1,0 +1,243 @@
+"""The summary every multirun and search ends with: which job did best, and by how much.
+
+:class:`SweepSummary` is a Hydra callback (conf/hydra/default.yaml): when a multirun ends,
+whatever its sweeper and launcher, it reads what each job left in its run directory
+(``.hydra/overrides.yaml``, ``objective.json``, ``metrics.json``, ``failed.txt``), prints a
+table sorted by the objective, best first, and writes the same to ``summary.csv`` in the
+sweep directory. Jobs that differ only in their ``seed`` are also grouped into one row per
+setting with each metric's mean and standard deviation (``summary_by_setting.csv``).
+
+Summarise a sweep again, e.g. one that was interrupted:
+``python -m dlbasics.sweeps outputs/train/multiruns/<sweep>``. Free of torch imports.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from dlbasics.objective import Outcome
+from dlbasics.rundir import FAILED_MARK
+
+SUMMARY_FILE = "summary.csv"
+BY_SETTING_FILE = "summary_by_setting.csv"
+SEED_KEY = "seed"
+
+
+@dataclass
+class Job:
+    number: int
+    run_dir: Path
+    overrides: dict[str, str]
+    outcome: Outcome | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None
+
+    @property
+    def value(self) -> float | None:
+        return self.outcome.value if self.outcome else None
+
+    def sort_key(self) -> tuple[float, int]:
+        if self.outcome is None:
+            return (math.inf, self.number)
+        return (self.outcome.objective.sort_key(self.value), self.number)
+
+    def setting(self) -> tuple[tuple[str, str], ...]:
+        """The job's overrides without its seed: what seeds are repeated over."""
+        return tuple(sorted((k, v) for k, v in self.overrides.items() if k != SEED_KEY))
+
+
+def read_jobs(sweep_dir: Path) -> list[Job]:
+    """Every job of a sweep directory (numbered subfolders with a ``.hydra`` folder)."""
+    jobs = []
+    for run_dir in sweep_dir.iterdir():
+        saved = run_dir / ".hydra" / "overrides.yaml"
+        if not (run_dir.name.isdigit() and saved.is_file()):
+            continue
+        overrides = {}
+        for line in OmegaConf.load(saved):
+            key, _, value = str(line).partition("=")
+            overrides[key.lstrip("+~")] = value
+        metrics_file, failed = run_dir / "metrics.json", run_dir / FAILED_MARK
+        jobs.append(
+            Job(
+                number=int(run_dir.name),
+                run_dir=run_dir,
+                overrides=overrides,
+                outcome=Outcome.read(run_dir),
+                metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
+                failure=failed.read_text().strip() if failed.is_file() else None,
+            )
+        )
+    return sorted(jobs, key=Job.sort_key)
+
+
+def varying_keys(jobs: list[Job]) -> list[str]:
+    """Override keys whose value is not the same in every job: the columns worth showing."""
+    keys = sorted({key for job in jobs for key in job.overrides})
+    return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
+
+
+def _objective_column(jobs: list[Job]) -> str:
+    names = {f"best {j.outcome.metric}" for j in jobs if j.outcome}
+    return names.pop() if len(names) == 1 else "best (objective)"
+
+
+def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
+    """Print the sweep's table(s) and write ``summary.csv`` (and the per-setting file)."""
+    from rich.table import Table
+
+    from dlbasics import report
+
+    report.use_full_width()
+    sweep_dir = Path(sweep_dir)
+    console = console or report.console
+    jobs = read_jobs(sweep_dir)
+    if not jobs:
+        return jobs
+    keys = varying_keys(jobs)
+    metric_names = sorted({name for job in jobs for name in job.metrics})
+    shown = [n for n in metric_names if n.startswith("test/")] or metric_names[:4]
+    objective = _objective_column(jobs)
+
+    table = Table(title=f"Sweep summary ({len(jobs)} jobs, best first)", title_justify="left")
+    for column in ("job", *keys, objective, "epoch", *shown):
+        table.add_column(column, justify="left" if column in keys else "right")
+    rows = []
+    for job in jobs:
+        epoch = job.outcome.epoch if job.outcome else None
+        values = [job.metrics.get(name) for name in shown]
+        table.add_row(
+            str(job.number),
+            *(job.overrides.get(k, "") for k in keys),
+            _fmt(job.value) if job.outcome else "failed",
+            "" if epoch is None else str(epoch),
+            *(_fmt(v) for v in values),
+        )
+        rows.append(
+            {
+                "job": job.number,
+                **{k: job.overrides.get(k, "") for k in keys},
+                "objective": job.outcome.metric if job.outcome else "",
+                "direction": job.outcome.direction if job.outcome else "",
+                "best": "" if job.value is None else job.value,
+                "best_epoch": "" if epoch is None else epoch,
+                **{name: job.metrics.get(name, "") for name in metric_names},
+                "status": "failed" if job.outcome is None else "done",
+                "run_dir": str(job.run_dir),
+            }
+        )
+    console.print(table)
+    _write_csv(sweep_dir / SUMMARY_FILE, rows)
+    best = jobs[0]
+    if best.outcome is not None and best.value is not None:
+        console.print(f"Best job: [bold]{best.run_dir}[/bold]", soft_wrap=True)
+    failed = [job for job in jobs if job.outcome is None]
+    if failed:
+        console.print(
+            f"{len(failed)} job(s) failed: "
+            + ", ".join(
+                f"{job.number} ({(job.failure or 'no result').splitlines()[0]})" for job in failed
+            ),
+            soft_wrap=True,
+        )
+    _by_setting(jobs, keys, shown, metric_names, objective, sweep_dir, console)
+    console.print(f"Summary: {sweep_dir / SUMMARY_FILE}", soft_wrap=True)
+    return jobs
+
+
+def _by_setting(jobs, keys, shown, metric_names, objective, sweep_dir, console) -> None:
+    """Mean ± standard deviation over seeds, one row per setting, where a setting ran
+    with more than one seed."""
+    from rich.table import Table
+
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        if job.outcome is not None:
+            groups.setdefault(job.setting(), []).append(job)
+    if SEED_KEY not in keys or not any(len(group) > 1 for group in groups.values()):
+        return
+    setting_keys = [k for k in keys if k != SEED_KEY]
+
+    def stats(values: list[float]) -> tuple[float, float]:
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    ordered = sorted(
+        groups.values(),
+        key=lambda group: group[0].outcome.objective.sort_key(stats([j.value for j in group])[0]),
+    )
+    table = Table(
+        title="By setting, over seeds: mean ± standard deviation (best first)",
+        title_justify="left",
+    )
+    for column in (*setting_keys, "seeds", objective, *shown):
+        table.add_column(column, justify="left" if column in setting_keys else "right")
+    rows = []
+    for group in ordered:
+        setting = dict(group[0].setting())
+        cells, row = [], {k: setting.get(k, "") for k in setting_keys}
+        row["seeds"] = len(group)
+        for name, values in (
+            ("best", [j.value for j in group]),
+            *((n, [j.metrics[n] for j in group if n in j.metrics]) for n in metric_names),
+        ):
+            if not values:
+                continue
+            mean, std = stats(values)
+            row[f"{name}_mean"], row[f"{name}_std"] = mean, std
+            if name == "best" or name in shown:
+                cells.append(f"{_fmt(mean)} ± {_fmt(std)}")
+        table.add_row(*(str(setting.get(k, "")) for k in setting_keys), str(len(group)), *cells)
+        rows.append(row)
+    console.print(table)
+    _write_csv(sweep_dir / BY_SETTING_FILE, rows)
+
+
+def _write_csv(file: Path, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with file.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+class SweepSummary(Callback):
+    """Hydra callback: :func:`summarize` the sweep directory when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            summarize(sweep_dir)
+
+
+def main(arguments: list[str] | None = None) -> None:
+    """``python -m dlbasics.sweeps <sweep dir>``: the summary of a sweep, again."""
+    arguments = sys.argv[1:] if arguments is None else arguments
+    if len(arguments) != 1 or arguments[0].startswith("-"):
+        print(
+            "Usage: python -m dlbasics.sweeps <sweep dir>  (e.g. outputs/train/multiruns/<sweep>)"
+        )
+        sys.exit(0 if arguments and arguments[0] in ("-h", "--help") else 2)
+    sweep_dir = Path(arguments[0])
+    if not sweep_dir.is_dir():
+        print(f"Error: {sweep_dir}: no such directory", file=sys.stderr)
+        sys.exit(2)
+    if not summarize(sweep_dir):
+        print(f"Error: {sweep_dir}: no jobs in it (numbered run directories)", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
