@@ -38,6 +38,7 @@ from dlbasics.errors import ConfigError
 log = logging.getLogger("dlbasics")
 
 SEARCH_GROUP = "hparams_search"
+INTERRUPTED = "interrupted"  # study attribute: trials cut short (not counted in n_trials)
 EXTRA_HINT = "pip install 'dlbasics[sweep]'"
 
 
@@ -191,11 +192,18 @@ def parallel_trials(config: DictConfig) -> int:
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
+def search_selected(cfg: DictConfig) -> bool:
+    """Whether ``hparams_search=...`` was chosen. A preset may carry a space of its own
+    (``hparams_search.space``) without choosing a search: that alone changes nothing."""
+    search = cfg.get(SEARCH_GROUP)
+    return bool(search) and "n_trials" in search
+
+
 def check_search(cfg: DictConfig) -> None:
     """The values of ``hparams_search`` that can be checked before any trial runs."""
-    search = cfg.get(SEARCH_GROUP)
-    if not search:
+    if not search_selected(cfg):
         return
+    search = cfg[SEARCH_GROUP]
     n_trials = search.get("n_trials")
     if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
         raise ConfigError(f"hparams_search.n_trials={n_trials}: must be a whole number >= 1")
@@ -259,15 +267,21 @@ class Search:
         settings = self.settings
         if settings.storage.startswith("sqlite:///"):
             Path(settings.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        sampler = optuna.samplers.TPESampler(
-            seed=settings.sampler_seed, n_startup_trials=settings.n_startup_trials
-        )
         study = optuna.create_study(
             study_name=settings.study_name,
             storage=settings.storage,
-            sampler=sampler,
             direction=self.objective.direction,
             load_if_exists=True,
+        )
+        # Seeded by how far the study got: a continued search goes on with new values
+        # instead of asking again the ones its first command began with.
+        seed = settings.sampler_seed
+        sampler = optuna.samplers.TPESampler(
+            seed=None if seed is None else seed + len(study.get_trials(deepcopy=False)),
+            n_startup_trials=settings.n_startup_trials,
+        )
+        study = optuna.load_study(
+            study_name=settings.study_name, storage=settings.storage, sampler=sampler
         )
         # A study continued by a later command must be the same search: same objective,
         # same fixed settings, same space. Anything else would mix incomparable trials.
@@ -294,10 +308,10 @@ class Search:
 
     @staticmethod
     def _fail_interrupted_trials(study, optuna) -> None:
-        """Trials left running by an interrupted command count as failed (they were)."""
+        """Trials left running by a command that was killed are marked failed (and, like
+        an interrupted trial, not counted: the search runs another in its place)."""
         running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-        for trial in running:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        _interrupted(study, [trial.number for trial in running])
         if running:
             log.info(
                 "Trials interrupted by an earlier command, marked failed: %s",
@@ -305,13 +319,16 @@ class Search:
             )
 
     def finished(self) -> int:
+        """Trials that count towards ``n_trials``: done, or failed by themselves (a diverged
+        trial counts; one cut short by Ctrl-C does not)."""
         from optuna.trial import TrialState
 
         states = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-        return len(self.study.get_trials(deepcopy=False, states=states))
+        trials = self.study.get_trials(deepcopy=False, states=states)
+        interrupted = set(self.study.user_attrs.get(INTERRUPTED, []))
+        return sum(1 for trial in trials if trial.number not in interrupted)
 
     def run(self) -> None:
-        from optuna.trial import TrialState
 
         settings = self.settings
         done = self.finished()
@@ -334,9 +351,8 @@ class Search:
             ]
             try:
                 results = self.launcher.launch(overrides, initial_job_idx=job_index)
-            except BaseException:
-                for trial in trials:  # interrupted: these trials did not finish
-                    self.study.tell(trial, state=TrialState.FAIL)
+            except BaseException:  # Ctrl-C, or a job that stopped the command: not finished
+                _interrupted(self.study, [trial.number for trial in trials])
                 raise
             job_index += len(results)
             for trial, result in zip(trials, results, strict=True):
@@ -348,14 +364,14 @@ class Search:
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
-        value = result.return_value if result.status == JobStatus.COMPLETED else None
-        run_dir = (value or {}).get("run_dir")
+        value = (result.return_value if result.status == JobStatus.COMPLETED else None) or {}
+        run_dir = value.get("run_dir") or _output_dir(result)
         if run_dir:
-            trial.set_user_attr("run_dir", run_dir)
-        best = (value or {}).get("value")
+            trial.set_user_attr("run_dir", str(run_dir))
+        best = value.get("value")
         if best is None or not math.isfinite(best):
             self.study.tell(trial, state=TrialState.FAIL)
-            log.info("Trial %d failed (%s)", trial.number, run_dir or "no run directory")
+            log.info("Trial %d failed: %s", trial.number, _failure(run_dir))
             return
         self.study.tell(trial, best)
         log.info(
@@ -386,6 +402,33 @@ class Search:
             f"[bold]{best.user_attrs.get('run_dir', '?')}[/bold]\n  Study: {self.settings.storage}",
             soft_wrap=True,
         )
+
+
+def _output_dir(result) -> str | None:
+    """The run directory of a job, from the Hydra config it ran with."""
+    return OmegaConf.select(result.hydra_cfg or {}, "hydra.runtime.output_dir", default=None)
+
+
+def _failure(run_dir: str | None) -> str:
+    """Why a job failed, as its run directory's ``failed.txt`` says."""
+    from dlbasics.rundir import FAILED_MARK
+
+    mark = Path(run_dir or ".") / FAILED_MARK
+    if run_dir and mark.is_file():
+        return mark.read_text().strip().splitlines()[0]
+    return f"see {run_dir}" if run_dir else "no result"
+
+
+def _interrupted(study, numbers: list[int]) -> None:
+    """Mark trials that did not get to finish: failed, and listed in the study's
+    ``interrupted`` attribute so that they are not counted."""
+    from optuna.trial import TrialState
+
+    if not numbers:
+        return
+    study.set_user_attr(INTERRUPTED, sorted({*study.user_attrs.get(INTERRUPTED, []), *numbers}))
+    for number in numbers:
+        study.tell(number, state=TrialState.FAIL)
 
 
 def _is_search_setting(override: str) -> bool:

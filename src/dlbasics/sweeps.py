@@ -98,7 +98,7 @@ def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
     from dlbasics import report
 
     report.use_full_width()
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = Path(sweep_dir).resolve()  # paths in the table and CSV work from anywhere
     console = console or report.console
     jobs = read_jobs(sweep_dir)
     if not jobs:

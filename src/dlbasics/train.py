@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from dlbasics.config import CONFIG_DIR, register_experiments
 from dlbasics.errors import ConfigError, DlbasicsError, RunInterrupted, TrainingDiverged
+from dlbasics.report import FILE_ONLY
 from dlbasics.rundir import is_helper_process
 
 log = logging.getLogger("dlbasics")
@@ -40,6 +41,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop, TrackBest
     from dlbasics.objective import choose_objective, objective_settings
     from dlbasics.resume import check_checkpoint
+    from dlbasics.search import search_selected
 
     quiet_lightning()
     writes = not is_helper_process()  # only the first process of a DDP run writes and prints
@@ -91,10 +93,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise TrainingDiverged(f"{error} {_kept(checkpoint)}") from None
     if stop is not None and stop.stopped:
         signal_name = stop.received.name if stop.received else "a signal to another process"
+        again = (  # a search's trial is not resumed: the search runs another in its place
+            "Continue the search: run the same command again (the study keeps its trials)."
+            if search_selected(cfg)
+            else f"Resume with:\n  python -m dlbasics.train resume={cfg.paths.output_dir}"
+        )
         raise RunInterrupted(
             f"Stopped by {signal_name} after {trainer.current_epoch} epochs; "
-            f"{_kept(checkpoint)} Resume with:\n"
-            f"  python -m dlbasics.train resume={cfg.paths.output_dir}",
+            f"{_kept(checkpoint)} {again}",
             exit_code=128 + (stop.received.value if stop.received else 15),
         )
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
@@ -262,6 +268,13 @@ def share_cores_with_parallel_jobs() -> None:
     n_jobs = int(launcher.get("n_jobs") or 1)
     workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's -1 = all cores
     torch.set_num_threads(max(1, cores // workers))
+    log.info(
+        "torch threads: %d (%d parallel jobs share %d cores)",
+        torch.get_num_threads(),
+        workers,
+        cores,
+        extra=FILE_ONLY,
+    )
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.config import CONFIG_DIR, group_options
 from dlbasics.errors import ConfigError
-from dlbasics.search import check_search, sweep_values
+from dlbasics.search import check_search, search_selected, sweep_values
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")  # as in dlbasics.nets
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -138,7 +138,7 @@ def check_search_command(
             )
     intervals = [o.input_line for o in parsed if o.is_sweep_override() and o.is_interval_sweep()]
     search = configs[0].get("hparams_search")
-    if not search:
+    if not search_selected(configs[0]):
         if intervals:
             raise ConfigError(
                 f"{intervals[0]}: an interval is searched, not listed; add "

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from hydra.core.plugins import Plugins
@@ -28,9 +30,16 @@ class OptunaSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
+        from dlbasics.errors import DlbasicsError
         from dlbasics.search import Search
 
-        search = Search(self.config, self.launcher, arguments)
+        try:
+            search = Search(self.config, self.launcher, arguments)
+        except DlbasicsError as error:  # one line, as for any other input error
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"Error: {error}", file=sys.stderr)
+            sys.exit(2)
         # As Hydra's basic sweeper does: the sweep's composed config at its top.
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,253 @@
+"""Hyperparameter search (``hparams_search=optuna``), parallel sweeps (``hydra/launcher=joblib``)
+and the summary every multirun ends with."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from conftest import read_csv_metrics, run_cli
+from dlbasics.errors import ConfigError
+from dlbasics.objective import Outcome, choose_objective
+from dlbasics.search import distribution, parse_space
+from dlbasics.train import check_command_line
+
+TINY = ["trainer.max_epochs=3", "data.n_samples=200"]
+
+
+# -- what a run is judged by --------------------------------------------------------------
+
+
+def test_objective_follows_the_task():
+    assert choose_objective("classification") == choose_objective("classification", "val/acc")
+    assert choose_objective("classification").direction == "maximize"
+    assert choose_objective("regression").metric == "val/loss"
+    assert choose_objective("regression").direction == "minimize"
+    assert choose_objective("regression", "val/r2").direction == "maximize"
+    with pytest.raises(ConfigError, match="hparams_search.direction"):
+        choose_objective("regression", "val/custom")
+
+
+@pytest.mark.parametrize(
+    ("data", "metric", "best"), [("moons", "val/acc", max), ("linear", "val/loss", min)]
+)
+def test_a_run_saves_its_best_epoch_not_its_last(run_training, data, metric, best):
+    model = "mlp" if data == "moons" else "linreg"
+    cfg, metrics = run_training(
+        f"data={data}",
+        f"model={model}",
+        "logger=csv",
+        "trainer.max_epochs=8",
+        "data.n_samples=200",
+        "optimizer.lr=0.05",
+    )
+    outcome = Outcome.read(cfg.paths.output_dir)
+    epochs = [row for row in read_csv_metrics(Path(cfg.paths.output_dir)) if metric in row]
+    values = [row[metric] for row in epochs]
+    assert outcome.metric == metric and len(values) == 8
+    assert outcome.value == pytest.approx(best(values), rel=1e-6)
+    assert values[outcome.epoch - 1] == pytest.approx(outcome.value, rel=1e-6)
+
+
+# -- the space ----------------------------------------------------------------------------
+
+
+def test_command_line_replaces_fixes_or_leaves_out_entries_of_the_space():
+    space = {
+        "optimizer": {"lr": "tag(log, interval(1e-4, 0.1))"},
+        "model": {"hidden_sizes": "choice([32], [64,64])", "activation": "choice(relu, tanh)"},
+        "data": None,  # left out
+    }
+    parsed = parse_space(
+        space, ["optimizer.lr=interval(0.01, 0.1)", "model.activation=relu", "seed=3"]
+    )
+    assert sorted(parsed.sweeps) == ["model.hidden_sizes", "optimizer.lr"]
+    assert parsed.sweeps["optimizer.lr"].input_line == "optimizer.lr=interval(0.01, 0.1)"
+    assert parsed.fixed == ["model.activation=relu", "seed=3"]
+
+
+def test_distributions_match_the_sweep_syntax():
+    def dist(line, current):
+        return distribution(parse_space({}, [line]).sweeps[line.split("=")[0]], current)
+
+    assert dist("optimizer.lr=tag(log, interval(1e-4, 0.1))", 0.01) == FloatDistribution(
+        1e-4, 0.1, log=True
+    )
+    assert dist("data.batch_size=interval(16, 128)", 32) == IntDistribution(16, 128)
+    assert dist("model.hidden_sizes=choice([32],[64,64])", [64]) == CategoricalDistribution(
+        ["[32]", "[64,64]"]
+    )
+
+
+# -- checks before any trial runs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["optimizer.lr=tag(log, interval(-1, 0.1))"], "a log scale needs bounds above 0"),
+        (["optimizer.lr=interval(-0.1, 0.1)"], "optimizer.lr=-0.1: must be a number above 0"),
+        (["optimizer.lr=interval(0.1, 0.01)"], "lower bound must be below the upper"),
+        (["optimizer.lrr=interval(0.01, 0.1)"], "Did you mean optimizer.lr?"),
+        (["model.activation=choice()"], "empty choice is not legal"),
+        (["model.activation=choice(relu, sigmoidd)"], "model.activation=sigmoidd"),
+        (["hparams_search.n_trials=0"], "hparams_search.n_trials=0: must be a whole number"),
+        (["data.val_fraction=0"], "there is none; set data.val_fraction=0.1"),
+        (["model=linreg"], "hparams_search.space.model.hidden_sizes: model=linreg has no key"),
+        (["hparams_search.space.model.hidden_sizes=choice([8],[16])"], "'model.hidden_sizes="),
+    ],
+)
+def test_a_search_is_checked_value_by_value(arguments, message):
+    with pytest.raises(ConfigError) as error:
+        check_command_line(["hparams_search=optuna", *arguments], [], multirun=True)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_search_needs_multirun_and_an_interval_needs_a_search():
+    with pytest.raises(ConfigError, match="add -m"):
+        check_command_line(["hparams_search=optuna"], [], multirun=False)
+    with pytest.raises(ConfigError, match="add hparams_search=optuna"):
+        check_command_line(["optimizer.lr=interval(0.01, 0.1)"], [], multirun=True)
+
+
+def test_every_preset_space_and_the_default_one_pass_the_checks():
+    check_command_line(["hparams_search=optuna"], [], multirun=True)
+    for preset in ("mlp_moons", "linreg_1d", "cnn_digits"):
+        check_command_line([f"experiment={preset}", "hparams_search=optuna"], [], multirun=True)
+    # A preset's space alone does not make a search: the plain run is unchanged.
+    check_command_line(["experiment=linreg_1d"], [], multirun=False)
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    import dlbasics.validate as validate
+
+    monkeypatch.setattr(validate, "_has_module", lambda name: False)
+    with pytest.raises(ConfigError, match=r"pip install 'dlbasics\[sweep\]'"):
+        check_command_line(["hparams_search=optuna"], [], multirun=True)
+    with pytest.raises(ConfigError, match=r"hydra-joblib-launcher.*dlbasics\[sweep\]"):
+        check_command_line(["hydra/launcher=joblib", "seed=0,1"], [], multirun=True)
+
+
+# -- searches, end to end ------------------------------------------------------------------
+
+
+def _study(tmp_path: Path, name: str):
+    storage = f"sqlite:///{tmp_path / 'outputs' / 'train' / 'searches' / name}.db"
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+SEARCH = [
+    "-m",
+    "hparams_search=optuna",
+    "hparams_search.n_trials=3",
+    "hparams_search.n_startup_trials=2",
+    "hparams_search.space.model.hidden_sizes=null",
+    *TINY,
+]
+
+
+@pytest.mark.slow
+def test_a_search_runs_resumes_and_reports_its_best_trial(tmp_path):
+    result = run_cli(*SEARCH, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    study = _study(tmp_path, "train-mlp-moons")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 3
+    for trial in trials:  # what the study was told is what each run measured
+        outcome = Outcome.read(trial.user_attrs["run_dir"])
+        assert (outcome.metric, outcome.value) == ("val/acc", pytest.approx(trial.value))
+        saved = (Path(trial.user_attrs["run_dir"]) / ".hydra" / "overrides.yaml").read_text()
+        assert f"optimizer.lr={trial.params['optimizer.lr']!r}" in saved
+    best = study.best_trial
+    assert f"Best trial of study train-mlp-moons (3 trials): #{best.number}" in result.stdout
+    assert best.user_attrs["run_dir"] in result.stdout
+
+    # The same command with more trials continues the study, with new values.
+    again = run_cli(*SEARCH, "hparams_search.n_trials=4", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = _study(tmp_path, "train-mlp-moons").trials
+    assert len(trials) == 4 and "3 of 4 trials done" in again.stdout + again.stderr
+    assert trials[3].params not in [t.params for t in trials[:3]]
+
+    # Another search under the same name would mix incomparable trials: one line, exit 2.
+    other = run_cli(*SEARCH, "hparams_search.n_trials=5", "trainer.max_epochs=4", cwd=tmp_path)
+    assert other.returncode == 2
+    assert other.stderr.strip().startswith("Error: hparams_search.study_name=train-mlp-moons")
+    assert len(other.stderr.strip().splitlines()) == 1
+    assert len(_study(tmp_path, "train-mlp-moons").trials) == 4
+
+
+@pytest.mark.slow
+def test_a_diverged_trial_fails_and_the_search_goes_on(tmp_path):
+    result = run_cli(
+        "-m",
+        "hparams_search=optuna",
+        "hparams_search.n_trials=3",
+        "hparams_search.space=null",
+        "hparams_search.study_name=diverging",
+        "optimizer=sgd",
+        "optimizer.lr=choice(1e9, 0.05)",
+        *TINY,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    trials = _study(tmp_path, "diverging").trials
+    assert len(trials) == 3
+    for trial in trials:
+        diverged = float(trial.params["optimizer.lr"]) == 1e9
+        expected = optuna.trial.TrialState.FAIL if diverged else optuna.trial.TrialState.COMPLETE
+        assert trial.state == expected
+    assert {float(t.params["optimizer.lr"]) for t in trials} == {1e9, 0.05}
+    summary = list(csv.DictReader(open(next((tmp_path / "outputs").glob("**/summary.csv")))))
+    assert [row["status"] for row in summary] == sorted(
+        (row["status"] for row in summary), key=lambda status: status == "failed"
+    )
+
+
+@pytest.mark.slow
+def test_a_seed_sweep_ends_with_a_summary_and_mean_and_spread(tmp_path):
+    result = run_cli("-m", "seed=0,1,2", "model.hidden_sizes=[4],[16]", *TINY, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    sweep = next((tmp_path / "outputs").glob("train/multiruns/*"))
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert len(rows) == 6
+    best = [float(row["best"]) for row in rows]
+    assert best == sorted(best, reverse=True)  # val/acc: highest first
+    for row in rows:  # each row is that job's own result
+        assert float(row["best"]) == pytest.approx(Outcome.read(row["run_dir"]).value)
+        metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
+        assert float(row["test/acc"]) == pytest.approx(metrics["test/acc"])
+    assert f"Best job: {rows[0]['run_dir']}" in result.stdout
+    by_setting = list(csv.DictReader(open(sweep / "summary_by_setting.csv")))
+    assert len(by_setting) == 2
+    for setting in by_setting:
+        jobs = [r for r in rows if r["model.hidden_sizes"] == setting["model.hidden_sizes"]]
+        values = [float(r["test/acc"]) for r in jobs]
+        assert int(setting["seeds"]) == len(jobs) == 3
+        assert float(setting["test/acc_mean"]) == pytest.approx(statistics.fmean(values))
+        assert float(setting["test/acc_std"]) == pytest.approx(statistics.stdev(values))
+    assert "mean ± standard deviation" in result.stdout
+
+
+@pytest.mark.slow
+def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
+    result = run_cli(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1", *TINY, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted((tmp_path / "outputs").glob("train/multiruns/*/[0-9]"))
+    assert len(jobs) == 2
+    threads = max(1, (os.cpu_count() or 1) // 2)
+    for job in jobs:
+        assert f"torch threads: {threads} (2 parallel jobs share" in (job / "train.log").read_text()
+        assert (job / "metrics.json").is_file() and list(job.glob("tb/*/events.out.tfevents.*"))
+    assert "Sweep summary (2 jobs" in result.stdout
