@@ -147,6 +147,8 @@ def test_readme_commands_compose(make_config):
     """Every `python -m dlbasics.train ...` line of the README names real groups and keys."""
     import shlex
 
+    from dlbasics.train import check_command_line
+
     commands = [
         line.strip()
         for line in (ROOT / "README.md").read_text().splitlines()
@@ -160,6 +162,7 @@ def test_readme_commands_compose(make_config):
         if "--config-dir" in words or any(w.startswith("hydra.searchpath") for w in words):
             continue  # the user's own folder: run in test_installed_wheel_runs_from_another_directory
         overrides = [w for w in words if not w.startswith("-")]
-        if "-m" in words:  # a sweep: compose its first combination
-            overrides = [w.split(",")[0] if "[" not in w else w for w in overrides]
-        make_config(*overrides)
+        if "-m" in words:  # a sweep or search: every value, as the command checks them
+            check_command_line(overrides, [], multirun=True)
+        else:
+            make_config(*overrides)

@@ -310,6 +310,7 @@ def readme_commands() -> list[str]:
     ]
 
 
+SHORT_SEARCH = ["hparams_search.n_trials=2", "trainer.max_epochs=3", "data.n_samples=300"]
 # command -> (extra overrides that keep it short, metric in metrics.json, lowest value).
 # A metric is checked where the command runs as written; None: it only has to succeed.
 README_RUNS = {
@@ -350,6 +351,26 @@ README_RUNS = {
         ["trainer.max_epochs=5"],
         "test/acc",
         0.8,
+    ),
+    # Searches and parallel sweeps: two short trials each (test_search.py checks the values).
+    "python -m dlbasics.train -m hparams_search=optuna": (SHORT_SEARCH, None, None),
+    (
+        "python -m dlbasics.train -m experiment=mlp_moons hparams_search=optuna "
+        "hparams_search.n_trials=40"
+    ): ([*SHORT_SEARCH, "data.n_samples=1000"], None, None),
+    (
+        "python -m dlbasics.train -m hparams_search=optuna "
+        "'optimizer.lr=tag(log, interval(1e-3, 1))' model.activation=relu"
+    ): (SHORT_SEARCH, None, None),
+    "python -m dlbasics.train -m hparams_search=optuna hydra/launcher=joblib": (
+        SHORT_SEARCH,
+        None,
+        None,
+    ),
+    "python -m dlbasics.train -m seed=0,1,2,3,4 model.hidden_sizes=[16],[64]": (
+        ["trainer.max_epochs=5", "data.n_samples=300"],
+        "test/acc",
+        0.6,
     ),
     "python -m dlbasics.train 'hydra.searchpath=[file://my_conf]' model=wide_mlp data=line": (
         [],

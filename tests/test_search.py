@@ -7,6 +7,8 @@ import csv
 import json
 import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -236,6 +238,20 @@ def test_a_seed_sweep_ends_with_a_summary_and_mean_and_spread(tmp_path):
         assert float(setting["test/acc_mean"]) == pytest.approx(statistics.fmean(values))
         assert float(setting["test/acc_std"]) == pytest.approx(statistics.stdev(values))
     assert "mean ± standard deviation" in result.stdout
+
+    # The same summary again, from the sweep directory alone.
+    (sweep / "summary.csv").unlink()
+    again = subprocess.run(
+        [sys.executable, "-m", "dlbasics.sweeps", str(sweep)], capture_output=True, text=True
+    )
+    assert again.returncode == 0 and f"Best job: {rows[0]['run_dir']}" in again.stdout
+    assert list(csv.DictReader(open(sweep / "summary.csv"))) == rows
+    missing = subprocess.run(
+        [sys.executable, "-m", "dlbasics.sweeps", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and missing.stderr.startswith("Error: ")
 
 
 @pytest.mark.slow

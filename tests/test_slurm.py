@@ -52,3 +52,13 @@ def test_a_sweep_of_ddp_jobs_needs_a_cluster_launcher():
     with pytest.raises(ConfigError, match="needs hydra/launcher=slurm"):
         validate.check_multirun_processes(["trainer=ddp", "seed=0,1"], [ddp])
     validate.check_multirun_processes(["hydra/launcher=slurm", "trainer=ddp"], [ddp])
+
+
+def test_devices_of_jobs_sent_to_a_cluster_are_not_checked_against_this_machine():
+    from dlbasics.errors import ConfigError
+    from dlbasics.train import check_command_line
+
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=64"]
+    check_command_line(["hydra/launcher=slurm", *ddp], [], multirun=True)  # the node decides
+    with pytest.raises(ConfigError, match="trainer.devices=64: this CPU has"):
+        check_command_line(ddp, [], multirun=False)

@@ -314,10 +314,11 @@ def check_command_line(overrides: list[str], config_dirs: list[str], multirun: b
         check_overrides,
         check_run_dir_free,
         check_search_command,
+        runs_here,
     )
 
     check_launcher(overrides, multirun)
-    configs = check_overrides(overrides, config_dirs)
+    configs = check_overrides(overrides, config_dirs, here=runs_here(overrides))
     configs = check_search_command(overrides, configs, multirun, config_dirs)
     if multirun:
         check_multirun_processes(overrides, configs)

@@ -35,13 +35,16 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # -- overrides -------------------------------------------------------------------------
 
 
-def check_overrides(overrides: list[str], config_dirs: Iterable[str] = ()) -> list[DictConfig]:
+def check_overrides(
+    overrides: list[str], config_dirs: Iterable[str] = (), here: bool = True
+) -> list[DictConfig]:
     """Raise :class:`ConfigError` if the overrides would not compose, or if a config they
     select has a value that cannot work (see :func:`check_config`); else return the
     composed configs (one, or one per value of a sweep).
 
     A sweep (``-m model=linreg,mlp optimizer.lr=0.1,-1``) is checked value by value, so a
-    bad value stops the whole sweep before its first job starts. ``config_dirs``
+    bad value stops the whole sweep before its first job starts. With ``here=False`` (jobs
+    sent to a cluster) the devices are not checked against this machine. ``config_dirs``
     (``--config-dir``) and a ``hydra.searchpath=[...]`` override add the user's own config
     folders, whose options are checked like the package's.
     """
@@ -67,7 +70,7 @@ def check_overrides(overrides: list[str], config_dirs: Iterable[str] = ()) -> li
             variant = [*first[:index], _with_value(override, value), *first[index + 1 :]]
             configs.append(_compose([*searching, *variant]))
     for cfg in configs:
-        check_config(cfg)
+        check_config(cfg, here=here)
     return configs
 
 
@@ -95,6 +98,12 @@ _PLUGIN_PACKAGES = {
     "hydra_plugins.hydra_submitit_launcher": "hydra-submitit-launcher",
     "hydra_plugins.hydra_joblib_launcher": "hydra-joblib-launcher",
 }
+
+
+def runs_here(overrides: list[str]) -> bool:
+    """Whether the jobs run on this machine: not with a SLURM launcher."""
+    launcher = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")), "")
+    return launcher not in ("submitit_slurm", "slurm")
 
 
 def check_launcher(overrides: list[str], multirun: bool) -> None:
@@ -166,7 +175,7 @@ def check_search_command(
             )
     space = parse_space(search.get("space"), overrides)
     searched = [sweep.input_line for sweep in space.sweeps.values()]
-    return check_overrides([*space.fixed, *searched], config_dirs)
+    return check_overrides([*space.fixed, *searched], config_dirs, here=runs_here(overrides))
 
 
 _MISSING = object()
@@ -318,8 +327,9 @@ def _first_line(error: BaseException) -> str:
 # -- values ----------------------------------------------------------------------------
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` naming the first key whose value cannot work."""
+def check_config(cfg: DictConfig, here: bool = True) -> None:
+    """Raise :class:`ConfigError` naming the first key whose value cannot work; ``here``:
+    the run will run on this machine, so the GPUs and cores it asks for must be here."""
     _integer_at_least(cfg, "seed", 0)
     _positive_number(cfg, "optimizer.lr")
     _integer_at_least(cfg, "trainer.max_epochs", 1)
@@ -363,7 +373,8 @@ def check_config(cfg: DictConfig) -> None:
     check_ckpt_path(cfg)
     check_callbacks(cfg)
     check_figures(cfg)
-    check_accelerator(cfg)
+    if here:
+        check_accelerator(cfg)
 
 
 def check_ckpt_path(cfg: DictConfig) -> None:
