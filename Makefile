@@ -12,7 +12,7 @@ TORCH_CPU ?= torch==2.13.0
 # With a GPU, PyPI's default (CUDA) build.
 TORCH_GPU ?= torch>=2.3
 
-.PHONY: setup train test test-fast bench bench-predict tensorboard lint clean
+.PHONY: setup train test test-fast bench bench-predict bench-sweep tensorboard lint clean
 
 setup: $(VENV)/.installed
 
@@ -40,6 +40,9 @@ bench: setup
 
 bench-predict: setup
 	$(PY) benchmarks/predict_bench.py $(ARGS)
+
+bench-sweep: setup
+	$(PY) benchmarks/sweep_bench.py $(ARGS)
 
 tensorboard: setup
 	$(VENV)/bin/tensorboard --logdir outputs

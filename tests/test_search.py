@@ -56,6 +56,10 @@ def test_a_run_saves_its_best_epoch_not_its_last(run_training, data, metric, bes
     assert outcome.metric == metric and len(values) == 8
     assert outcome.value == pytest.approx(best(values), rel=1e-6)
     assert values[outcome.epoch - 1] == pytest.approx(outcome.value, rel=1e-6)
+    # Logged too, for TensorBoard's HPARAMS tab (a column to sort a sweep's runs by).
+    logged = [row[f"best/{metric}"] for row in read_csv_metrics(Path(cfg.paths.output_dir))
+              if f"best/{metric}" in row]  # fmt: skip
+    assert logged == [pytest.approx(outcome.value, rel=1e-6)]
 
 
 # -- the space ----------------------------------------------------------------------------
