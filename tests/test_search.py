@@ -271,3 +271,58 @@ def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
         assert f"torch threads: {threads} (2 parallel jobs share" in (job / "train.log").read_text()
         assert (job / "metrics.json").is_file() and list(job.glob("tb/*/events.out.tfevents.*"))
     assert "Sweep summary (2 jobs" in result.stdout
+
+
+class _FakeLauncher:
+    """Hydra's launcher API without training: each job "reaches" a value that depends on
+    its learning rate, or the whole batch is interrupted (Ctrl-C)."""
+
+    def __init__(self, interrupt: bool = False) -> None:
+        self.interrupt, self.batches = interrupt, []
+
+    def launch(self, job_overrides, initial_job_idx):
+        from hydra.core.utils import JobReturn, JobStatus
+
+        self.batches.append(job_overrides)
+        if self.interrupt:
+            raise KeyboardInterrupt
+        results = []
+        for overrides in job_overrides:
+            lr = float(next(o for o in overrides if o.startswith("optimizer.lr=")).split("=")[1])
+            result = JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
+            result.return_value = {"value": 1 - abs(lr - 0.01), "epoch": 3, "run_dir": "x"}
+            results.append(result)
+        return results
+
+
+def test_an_interrupted_batch_is_not_counted_and_the_next_command_continues(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from dlbasics.config import CONFIG_DIR
+    from dlbasics.search import Search
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        config = compose(
+            "train",
+            overrides=["hparams_search=optuna", "hparams_search.n_trials=3",
+                       f"paths.log_dir={tmp_path}"],
+            return_hydra_config=True,
+        )  # fmt: skip
+    arguments = ["hparams_search=optuna", "hparams_search.n_trials=3"]
+    interrupted = Search(config, _FakeLauncher(interrupt=True), arguments)
+    assert interrupted.settings.study_name == "train-mlp-moons"
+    with pytest.raises(KeyboardInterrupt, match="run the same command again to continue"):
+        interrupted.run()
+    assert interrupted.finished() == 0
+
+    launcher = _FakeLauncher()
+    Search(config, launcher, arguments).run()
+    study = optuna.load_study(
+        study_name="train-mlp-moons",
+        storage=f"sqlite:///{tmp_path}/train/searches/train-mlp-moons.db",
+    )
+    states = [t.state.name for t in study.trials]
+    assert states == ["FAIL", "COMPLETE", "COMPLETE", "COMPLETE"]  # three counted trials
+    assert len(launcher.batches) == 3  # one trial at a time with the basic launcher
+    asked = [t.params["optimizer.lr"] for t in study.trials]
+    assert len(set(asked)) == 4  # a continued search does not ask the same values again

@@ -348,6 +348,8 @@ class Search:
             self.objective.direction,
             self.space.describe(),
         )
+        if done >= settings.n_trials:
+            log.info("Nothing to run: raise hparams_search.n_trials to search on")
         job_index = 0
         while done < settings.n_trials:
             batch = min(settings.parallel_trials, settings.n_trials - done)
@@ -358,8 +360,13 @@ class Search:
             ]
             try:
                 results = self.launcher.launch(overrides, initial_job_idx=job_index)
-            except BaseException:  # Ctrl-C, or a job that stopped the command: not finished
+            except BaseException as error:  # Ctrl-C, or a job that ended the command
                 _interrupted(self.study, [trial.number for trial in trials])
+                if isinstance(error, KeyboardInterrupt):
+                    raise KeyboardInterrupt(
+                        f"interrupted; the study {settings.study_name} keeps its finished "
+                        "trials: run the same command again to continue the search"
+                    ) from None
                 raise
             job_index += len(results)
             for trial, result in zip(trials, results, strict=True):

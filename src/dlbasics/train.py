@@ -298,11 +298,19 @@ def main() -> None:
         _hydra_app()
     except DlbasicsError as error:
         _fail(error)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         # Ctrl-C while checking or while Hydra starts a job, outside any job: a job that
         # claimed its run directory cleans up itself, and training stops gracefully.
+        # A search says itself what was kept; so does a multirun whose jobs run elsewhere.
         if not resume:
             _discard_half_made_run()
+        if str(interrupt):
+            _exit_interrupted(str(interrupt))
+        if {"-m", "--multirun"} & set(arguments):
+            _exit_interrupted(
+                "interrupted; the sweep's finished jobs keep their run directories "
+                "(python -m dlbasics.sweeps <sweep dir> summarises them)"
+            )
         where = f"; {resume[-1]} is as it was" if resume else ""
         _exit_interrupted(f"interrupted before training started{where}")
 

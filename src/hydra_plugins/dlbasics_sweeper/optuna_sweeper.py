@@ -41,7 +41,8 @@ class OptunaSweeper(Sweeper):
             print(f"Error: {error}", file=sys.stderr)
             sys.exit(2)
         # As Hydra's basic sweeper does: the sweep's composed config at its top.
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        if search.finished() < search.settings.n_trials:
+            sweep_dir = Path(self.config.hydra.sweep.dir)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         search.run()
