@@ -108,6 +108,7 @@ def test_distributions_match_the_sweep_syntax():
         (["data.val_fraction=0"], "there is none; set data.val_fraction=0.1"),
         (["model=linreg"], "hparams_search.space.model.hidden_sizes: model=linreg has no key"),
         (["hparams_search.space.model.hidden_sizes=choice([8],[16])"], "'model.hidden_sizes="),
+        (["hparams_search.space=null"], "hparams_search: nothing to search"),
     ],
 )
 def test_a_search_is_checked_value_by_value(arguments, message):

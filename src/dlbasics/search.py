@@ -39,7 +39,10 @@ log = logging.getLogger("dlbasics")
 
 SEARCH_GROUP = "hparams_search"
 INTERRUPTED = "interrupted"  # study attribute: trials cut short (not counted in n_trials)
-EXTRA_HINT = "pip install 'dlbasics[sweep]'"
+EMPTY_SPACE = (
+    "hparams_search: nothing to search; give hparams_search.space entries, or sweeps "
+    "such as 'optimizer.lr=tag(log, interval(1e-4, 0.1))'"
+)
 
 
 # -- the space ---------------------------------------------------------------------------
@@ -253,10 +256,7 @@ class Search:
         self.settings = read_settings(config)
         self.space = parse_space(config[SEARCH_GROUP].get("space"), arguments)
         if not self.space.sweeps:
-            raise ConfigError(
-                "hparams_search: the search space is empty; give hparams_search.space entries, "
-                "or sweeps such as 'optimizer.lr=tag(log, interval(1e-4, 0.1))'"
-            )
+            raise ConfigError(EMPTY_SPACE)
         self.distributions = {
             key: distribution(sweep, OmegaConf.select(config, key, default=None))
             for key, sweep in self.space.sweeps.items()

@@ -18,7 +18,6 @@ from omegaconf import DictConfig
 
 from dlbasics.config import CONFIG_DIR, register_experiments
 from dlbasics.errors import ConfigError, DlbasicsError, RunInterrupted, TrainingDiverged
-from dlbasics.report import FILE_ONLY
 from dlbasics.rundir import is_helper_process
 
 log = logging.getLogger("dlbasics")
@@ -266,6 +265,8 @@ def share_cores_with_parallel_jobs() -> None:
     if "joblib" not in str(launcher.get("_target_", "")):
         return
     import torch
+
+    from dlbasics.report import FILE_ONLY
 
     cores = os.cpu_count() or 1
     n_jobs = int(launcher.get("n_jobs") or 1)

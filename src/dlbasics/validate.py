@@ -134,7 +134,7 @@ def check_search_command(
     """A search (``hparams_search=...``) needs ``-m`` and Optuna, and every value its space
     can take must pass the same checks as a plain run's; an interval or a log scale is a
     search's, not a plain sweep's. Returns the configs to check further (one per value)."""
-    from dlbasics.search import parse_space, space_entries
+    from dlbasics.search import EMPTY_SPACE, parse_space, space_entries
 
     parsed = parse_overrides(overrides)
     for override in parsed:
@@ -175,6 +175,8 @@ def check_search_command(
             )
     space = parse_space(search.get("space"), overrides)
     searched = [sweep.input_line for sweep in space.sweeps.values()]
+    if not searched:
+        raise ConfigError(EMPTY_SPACE)
     return check_overrides([*space.fixed, *searched], config_dirs, here=runs_here(overrides))
 
 
