@@ -327,3 +327,28 @@ def test_an_interrupted_batch_is_not_counted_and_the_next_command_continues(tmp_
     assert len(launcher.batches) == 3  # one trial at a time with the basic launcher
     asked = [t.params["optimizer.lr"] for t in study.trials]
     assert len(set(asked)) == 4  # a continued search does not ask the same values again
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ([], "train-mlp-moons"),
+        (["experiment=mlp_moons"], "mlp_moons"),
+        (["data=csv", "data.path=data/penguins.csv", "data.target=species"], "train-mlp-penguins"),
+        (["hparams_search.study_name=mine"], "mine"),
+    ],
+)
+def test_a_study_is_named_after_what_it_searches(tmp_path, overrides, name):
+    from hydra import compose, initialize_config_dir
+
+    from dlbasics.config import CONFIG_DIR, register_experiments
+    from dlbasics.search import read_settings
+
+    register_experiments()
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        config = compose(
+            "train", overrides=["hparams_search=optuna", *overrides], return_hydra_config=True
+        )
+    settings = read_settings(config)
+    assert settings.study_name == name
+    assert settings.storage.endswith(f"/searches/{name}.db")

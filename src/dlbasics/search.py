@@ -169,11 +169,14 @@ def read_settings(config: DictConfig) -> Settings:
 
 
 def default_study_name(config: DictConfig) -> str:
-    """The preset's task name (``mlp_moons``), or ``train-<model>-<data>`` without one."""
+    """The preset's task name (``mlp_moons``), or ``train-<model>-<data>`` without one,
+    where a CSV file is named by its file (``train-mlp-penguins``)."""
     choices = config.hydra.runtime.choices
     if choices.get("experiment"):
         return str(config.task_name)
-    return f"{config.task_name}-{choices.get('model')}-{choices.get('data')}"
+    data = choices.get("data")
+    path = config.data.get("path") if data == "csv" else None
+    return f"{config.task_name}-{choices.get('model')}-{Path(path).stem if path else data}"
 
 
 def default_storage(config: DictConfig, study_name: str) -> str:
