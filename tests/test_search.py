@@ -233,7 +233,7 @@ def test_a_seed_sweep_ends_with_a_summary_and_mean_and_spread(tmp_path):
         assert float(row["best"]) == pytest.approx(Outcome.read(row["run_dir"]).value)
         metrics = json.loads((Path(row["run_dir"]) / "metrics.json").read_text())
         assert float(row["test/acc"]) == pytest.approx(metrics["test/acc"])
-    assert f"Best job: {rows[0]['run_dir']}" in result.stdout
+    assert f"Best job of this sweep: {rows[0]['run_dir']}" in result.stdout
     by_setting = list(csv.DictReader(open(sweep / "summary_by_setting.csv")))
     assert len(by_setting) == 2
     for setting in by_setting:
@@ -249,7 +249,7 @@ def test_a_seed_sweep_ends_with_a_summary_and_mean_and_spread(tmp_path):
     again = subprocess.run(
         [sys.executable, "-m", "dlbasics.sweeps", str(sweep)], capture_output=True, text=True
     )
-    assert again.returncode == 0 and f"Best job: {rows[0]['run_dir']}" in again.stdout
+    assert again.returncode == 0 and f"Best job of this sweep: {rows[0]['run_dir']}" in again.stdout
     assert list(csv.DictReader(open(sweep / "summary.csv"))) == rows
     missing = subprocess.run(
         [sys.executable, "-m", "dlbasics.sweeps", str(tmp_path / "nowhere")],
@@ -352,3 +352,81 @@ def test_a_study_is_named_after_what_it_searches(tmp_path, overrides, name):
     settings = read_settings(config)
     assert settings.study_name == name
     assert settings.storage.endswith(f"/searches/{name}.db")
+
+
+def _job(folder: Path, number: int, overrides: list[str], outcome, metrics: dict) -> Path:
+    """A finished job's directory as train writes it (no training: the summary reads files)."""
+    run = folder / str(number)
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if outcome is not None:
+        Outcome(*outcome).save(run)
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def test_summary_of_a_sweep_over_presets_with_different_objectives(tmp_path):
+    from rich.console import Console
+
+    from dlbasics.sweeps import summarize
+
+    # -m experiment=mlp_moons,linreg_1d seed=0,1: each preset writes under its own task name.
+    sweep = tmp_path / "outputs" / "train" / "multiruns" / "2026-01-01_00-00-00_1"
+    moons = tmp_path / "outputs" / "mlp_moons" / "multiruns" / sweep.name
+    line = tmp_path / "outputs" / "linreg_1d" / "multiruns" / sweep.name
+    sweep.mkdir(parents=True)
+    _job(
+        moons,
+        0,
+        ["experiment=mlp_moons", "seed=0"],
+        ("val/acc", "maximize", 0.9, 3),
+        {"test/acc": 0.8},
+    )
+    _job(
+        moons,
+        1,
+        ["experiment=mlp_moons", "seed=1"],
+        ("val/acc", "maximize", 0.95, 2),
+        {"test/acc": 0.9},
+    )
+    _job(
+        line,
+        2,
+        ["experiment=linreg_1d", "seed=0"],
+        ("val/loss", "minimize", 4.0, 9),
+        {"test/mse": 5.0},
+    )
+    _job(line, 3, ["experiment=linreg_1d", "seed=1"], ("val/loss", "minimize", None, None), {})
+    console = Console(record=True, width=200)
+    jobs = summarize(sweep, console=console)
+    shown = console.export_text()
+    assert [job.number for job in jobs] == [1, 0, 2, 3]  # by objective, each its own way
+    assert "Best job" not in shown  # accuracy and loss have no common "best"
+    assert "1 job(s) failed: 3" in shown
+    rows = list(csv.DictReader(open(sweep / "summary.csv")))
+    assert [row["status"] for row in rows] == ["done", "done", "done", "failed"]
+    by_setting = {
+        r["experiment"]: r for r in csv.DictReader(open(sweep / "summary_by_setting.csv"))
+    }
+    assert float(by_setting["mlp_moons"]["test/acc_mean"]) == pytest.approx(0.85)
+    assert by_setting["mlp_moons"]["test/mse_mean"] == ""  # a metric it never had stays empty
+    assert by_setting["linreg_1d"]["seeds"] == "1"  # the failed seed is not averaged in
+
+
+@pytest.mark.parametrize(
+    ("overrides", "metric"),
+    [
+        (["trainer.check_val_every_n_epoch=2"], "val/acc"),  # epochs 1 and 3 not validated
+        (["data.val_fraction=0"], "train/acc"),  # never validated: the training split's
+    ],
+)
+def test_validation_and_training_values_are_never_compared(run_training, overrides, metric):
+    cfg, _ = run_training(
+        "logger=csv", "trainer.max_epochs=4", "data.n_samples=200", "optimizer.lr=0.05", *overrides
+    )
+    outcome = Outcome.read(cfg.paths.output_dir)
+    rows = read_csv_metrics(Path(cfg.paths.output_dir))
+    values = {int(row["step"]): row[metric] for row in rows if metric in row and "step" in row}
+    assert outcome.metric == metric
+    assert outcome.value == pytest.approx(max(values.values()), rel=1e-6)
+    assert values[outcome.epoch] == pytest.approx(outcome.value, rel=1e-6)

@@ -342,9 +342,10 @@ class TrackBest(Callback):
     """Remember the best value of the run's objective (``val/acc`` or ``val/loss``, see
     :mod:`dlbasics.objective`) and the epoch that reached it: what a sweep compares runs by.
 
-    The value is read once per validation, from what the module logged (falling back to
-    the training split's metric of the same name when there is no validation split). Kept
-    in checkpoints, so a resumed run still knows its best epoch.
+    The value is read once per validation, from what the module logged. The training
+    split's metric of the same name is tracked beside it and used only by a run that never
+    validated (no validation split): the two are never compared with each other. Kept in
+    checkpoints, so a resumed run still knows its best epoch.
     """
 
     chunk_safe = True  # no per-step hooks
@@ -353,8 +354,8 @@ class TrackBest(Callback):
         from dlbasics.objective import Objective
 
         self.objective = Objective(metric, direction)
-        self.best: float | None = None
-        self.best_epoch: int | None = None  # counted from 1
+        # metric name -> (best value, epoch counted from 1), for the metric and its fallback
+        self.best: dict[str, tuple[float, int]] = {}
 
     @property
     def fallback(self) -> str:
@@ -362,27 +363,35 @@ class TrackBest(Callback):
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self._track(trainer, self.objective.metric)
+            self._track(trainer, self.objective.metric, epoch=trainer.current_epoch + 1)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.objective.metric not in trainer.callback_metrics:
-            self._track(trainer, self.fallback)
+    # The module publishes an epoch's training metrics in its own on_train_epoch_end, which
+    # Lightning calls after this callback's: they are read when the next epoch starts, and
+    # when training ends (current_epoch then counts the epochs trained).
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self._track(trainer, self.fallback, epoch=trainer.current_epoch)
 
-    def _track(self, trainer: pl.Trainer, key: str) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._track(trainer, self.fallback, epoch=trainer.current_epoch)
+
+    def _track(self, trainer: pl.Trainer, key: str, epoch: int) -> None:
         value = trainer.callback_metrics.get(key)
-        if value is not None and self.objective.better(float(value), self.best):
-            self.best, self.best_epoch = float(value), trainer.current_epoch + 1
+        best = self.best.get(key)
+        if value is not None and self.objective.better(float(value), best[0] if best else None):
+            self.best[key] = (float(value), epoch)
 
-    def outcome(self, trainer: pl.Trainer):
-        """The run's :class:`~dlbasics.objective.Outcome` (names the metric actually read)."""
+    def outcome(self):
+        """The run's :class:`~dlbasics.objective.Outcome`: the objective's best, or the
+        training split's where the run never validated (the outcome names which)."""
         from dlbasics.objective import Outcome
 
-        measured = self.objective.metric in trainer.callback_metrics
-        metric = self.objective.metric if measured or self.best is None else self.fallback
-        return Outcome(metric, self.objective.direction, self.best, self.best_epoch)
+        metric = self.objective.metric if self.objective.metric in self.best else self.fallback
+        value, epoch = self.best.get(metric, (None, None))
+        return Outcome(metric, self.objective.direction, value, epoch)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch}
+        return {"best": {key: list(pair) for key, pair in self.best.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
+        self.best = {key: (pair[0], pair[1]) for key, pair in state_dict["best"].items()}

@@ -71,6 +71,12 @@ def run_record(output_dir: str | Path | None = None) -> tuple[dict[str, str], li
     )
 
 
+def changes_what_is_trained(override: str) -> bool:
+    """False for overrides that only change where files go, what is shown or how a search
+    runs (``logger=csv``, ``paths.log_dir=...``, ``hparams_search.n_trials=40``)."""
+    return not override.lstrip("+~").startswith(_NOT_IN_NAMES)
+
+
 def run_name(choices: dict[str, str], overrides: list[str]) -> str:
     """A folder name that says what a run trained: ``mlp-moons,optimizer.lr=0.1``.
 
@@ -85,7 +91,7 @@ def run_name(choices: dict[str, str], overrides: list[str]) -> str:
     rest = [
         _safe_in_path(override)
         for override in overrides
-        if override not in said and not override.lstrip("+~").startswith(_NOT_IN_NAMES)
+        if override not in said and changes_what_is_trained(override)
     ]
     name = f"{model}-{data}"
     for index, override in enumerate(rest):

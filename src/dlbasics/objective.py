@@ -21,8 +21,12 @@ OBJECTIVE_FILE = "objective.json"
 DIRECTIONS = ("minimize", "maximize")
 # The metric compared when none is named (hparams_search.metric=auto), by task.
 TASK_METRICS = {"classification": "val/acc", "regression": "val/loss"}
-# Metrics whose direction is known from their name (the part after "val/", "train/", ...).
-_HIGHER_IS_BETTER = ("acc", "r2")
+# The validation metrics a run logs, by task (dlbasics.module), and which way is better.
+VALIDATION_METRICS = {
+    "classification": ("val/loss", "val/acc", "val/f1"),
+    "regression": ("val/loss", "val/mse", "val/mae", "val/r2"),
+}
+_HIGHER_IS_BETTER = ("acc", "f1", "r2")
 _LOWER_IS_BETTER = ("loss", "mse", "mae")
 
 
@@ -51,6 +55,7 @@ def choose_objective(task: str, metric: str = "auto", direction: str = "auto") -
     direction (``auto``: from the metric's name)."""
     if metric in (None, "auto"):
         metric = TASK_METRICS[task]
+    check_metric(metric, VALIDATION_METRICS[task], f"{task} runs")
     if direction in (None, "auto"):
         name = str(metric).rsplit("/", 1)[-1]
         if name in _HIGHER_IS_BETTER:
@@ -62,11 +67,25 @@ def choose_objective(task: str, metric: str = "auto", direction: str = "auto") -
                 f"hparams_search.metric={metric}: say whether higher or lower is better with "
                 "hparams_search.direction=maximize (or minimize)"
             )
-    if direction not in DIRECTIONS:
+    check_direction(direction)
+    return Objective(str(metric), str(direction))
+
+
+def check_metric(metric: str, known=None, what: str = "runs") -> None:
+    """``hparams_search.metric`` must be one of the validation metrics runs log."""
+    known = known or sorted({m for names in VALIDATION_METRICS.values() for m in names})
+    if metric not in ("auto", *known):
+        raise ConfigError(
+            f"hparams_search.metric={metric}: not a validation metric of {what}; "
+            f"use auto or one of {', '.join(known)}"
+        )
+
+
+def check_direction(direction: str) -> None:
+    if direction not in ("auto", *DIRECTIONS):
         raise ConfigError(
             f"hparams_search.direction={direction}: one of auto, {', '.join(DIRECTIONS)}"
         )
-    return Objective(str(metric), str(direction))
 
 
 def objective_settings(cfg) -> tuple[str, str]:

@@ -124,7 +124,7 @@ def resume_run(
     run_dir: str, overrides: list[str], train: Callable, log_to_run: Callable[[Path], None]
 ) -> None:
     """Resume ``run_dir`` with ``train``, or say that it has nothing left to do."""
-    from dlbasics.rundir import claim, is_helper_process
+    from dlbasics.rundir import FAILED_MARK, claim, is_helper_process
     from dlbasics.validate import check_config
 
     directory = Path(run_dir).resolve()
@@ -152,3 +152,4 @@ def resume_run(
         f" with {shlex.join(overrides)}" if overrides else "",
     )
     train(cfg)
+    (directory / FAILED_MARK).unlink(missing_ok=True)  # a failed job of a sweep, now done

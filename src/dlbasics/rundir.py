@@ -109,15 +109,18 @@ def discard_unfinished(directory: Path, reason: str, in_sweep: bool) -> str | No
     """After a failure: remove the run's files if it wrote no checkpoint.
 
     Only the files a run writes are removed, and the directory itself only if that
-    leaves it empty. In a sweep the job's directory is kept and marked with ``failed.txt``.
-    Returns what was done, in words, or None when a checkpoint exists (it is kept).
+    leaves it empty. In a sweep the job's directory is kept and marked with ``failed.txt``
+    (checkpoint or not). Returns what was done, in words, or None when a checkpoint exists
+    (it is kept).
     """
     directory = directory.resolve()
-    if not directory.is_dir() or checkpoints(directory):
+    if not directory.is_dir():
         return None
-    if in_sweep:
+    if in_sweep:  # the sweep's summary and search read why; a checkpoint stays
         (directory / FAILED_MARK).write_text(reason + "\n")
         return f"marked failed: {directory / FAILED_MARK}"
+    if checkpoints(directory):
+        return None
     release(directory)
     for name in _RUN_FILES:
         path = directory / name

@@ -7,7 +7,7 @@ directory, and ``hydra/launcher=joblib`` runs several at once), and tells the st
 job's result: the best epoch's value of the run's objective (:mod:`dlbasics.objective`).
 
 Why not hydra-optuna-sweeper: its newest release (1.3.0) pins ``optuna<3``, whose SQLite
-storage needs ``sqlalchemy<2`` as well; this one is about 200 lines on current Optuna.
+storage needs ``sqlalchemy<2`` as well; this module works on current Optuna.
 
 The space is written like the command line's sweeps (Hydra's override grammar), under
 ``hparams_search.space`` (nested like the config) or as overrides:
@@ -33,7 +33,9 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
+from dlbasics.config import changes_what_is_trained
 from dlbasics.errors import ConfigError
+from dlbasics.objective import check_direction, check_metric
 
 log = logging.getLogger("dlbasics")
 
@@ -101,6 +103,11 @@ def sweep_values(override: Override) -> list[str]:
     interval. Raises :class:`ConfigError` for an interval that cannot be searched."""
     key = override.get_key_element()
     if not override.is_interval_sweep():
+        if "log" in override.value().tags:
+            raise ConfigError(
+                f"{override.input_line}: a log scale is for an interval, "
+                "e.g. tag(log, interval(1e-4, 0.1)); a choice takes its values as listed"
+            )
         return list(override.sweep_string_iterator())
     sweep = override.value()
     low, high = sweep.start, sweep.end
@@ -202,6 +209,10 @@ def parallel_trials(config: DictConfig) -> int:
     return 2 * workers if workers > 1 else 1
 
 
+def _whole(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def search_selected(cfg: DictConfig) -> bool:
     """Whether ``hparams_search=...`` was chosen. A preset may carry a space of its own
     (``hparams_search.space``) without choosing a search: that alone changes nothing."""
@@ -215,11 +226,19 @@ def check_search(cfg: DictConfig) -> None:
         return
     search = cfg[SEARCH_GROUP]
     n_trials = search.get("n_trials")
-    if not isinstance(n_trials, int) or isinstance(n_trials, bool) or n_trials < 1:
+    if not _whole(n_trials, 1):
         raise ConfigError(f"hparams_search.n_trials={n_trials}: must be a whole number >= 1")
     chosen = search.get("parallel_trials", "auto")
-    if chosen not in (None, "auto") and (not isinstance(chosen, int) or chosen < 1):
+    if chosen not in (None, "auto") and not _whole(chosen, 1):
         raise ConfigError(f"hparams_search.parallel_trials={chosen}: auto, or a whole number >= 1")
+    seed = search.get("sampler_seed")
+    if seed is not None and not _whole(seed, 0):
+        raise ConfigError(f"hparams_search.sampler_seed={seed}: a whole number >= 0, or null")
+    startup = search.get("n_startup_trials", 10)
+    if not _whole(startup, 0):
+        raise ConfigError(f"hparams_search.n_startup_trials={startup}: a whole number >= 0")
+    check_metric(str(search.get("metric") or "auto"))
+    check_direction(str(search.get("direction") or "auto"))
     if float(cfg.data.get("val_fraction", 0.1) or 0) == 0:
         raise ConfigError(
             "hparams_search with data.val_fraction=0: trials are compared on the validation "
@@ -274,14 +293,15 @@ class Search:
         settings = self.settings
         if settings.storage.startswith("sqlite:///"):
             Path(settings.storage[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        # Opened twice: first to count its trials (creating it if new), then with the
+        # sampler, seeded by that count, so a continued search goes on with new values
+        # instead of asking again the ones its first command began with.
         study = optuna.create_study(
             study_name=settings.study_name,
             storage=settings.storage,
             direction=self.objective.direction,
             load_if_exists=True,
         )
-        # Seeded by how far the study got: a continued search goes on with new values
-        # instead of asking again the ones its first command began with.
         seed = settings.sampler_seed
         sampler = optuna.samplers.TPESampler(
             seed=None if seed is None else seed + len(study.get_trials(deepcopy=False)),
@@ -298,8 +318,8 @@ class Search:
         signature = {
             "metric": self.objective.metric,
             "direction": self.objective.direction,
-            "fixed": sorted(f for f in self.space.fixed if not _is_search_setting(f)),
-            "space": self.space.describe(),
+            "fixed": sorted(f for f in self.space.fixed if changes_what_is_trained(f)),
+            "space": {key: repr(dist) for key, dist in sorted(self.distributions.items())},
         }
         earlier = study.user_attrs.get("search")
         if earlier is None:
@@ -339,7 +359,7 @@ class Search:
         return sum(1 for trial in trials if trial.number not in interrupted)
 
     def run(self) -> None:
-
+        """Ask, launch and tell in batches of ``parallel_trials`` until ``n_trials`` count."""
         settings = self.settings
         done = self.finished()
         log.info(
@@ -381,11 +401,12 @@ class Search:
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
-        value = (result.return_value if result.status == JobStatus.COMPLETED else None) or {}
-        run_dir = value.get("run_dir") or _output_dir(result)
+        # What the job returned (dlbasics.train.job_result), or nothing if it failed.
+        job = (result.return_value if result.status == JobStatus.COMPLETED else None) or {}
+        run_dir = job.get("run_dir") or _output_dir(result)
         if run_dir:
             trial.set_user_attr("run_dir", str(run_dir))
-        best = value.get("value")
+        best = job.get("value")
         if best is None or not math.isfinite(best):
             self.study.tell(trial, state=TrialState.FAIL)
             log.info("Trial %d failed: %s", trial.number, _failure(run_dir))
@@ -396,7 +417,7 @@ class Search:
             trial.number,
             self.objective.metric,
             best,
-            value.get("epoch"),
+            job.get("epoch"),
         )
 
     def report(self) -> None:
@@ -446,9 +467,3 @@ def _interrupted(study, numbers: list[int]) -> None:
     study.set_user_attr(INTERRUPTED, sorted({*study.user_attrs.get(INTERRUPTED, []), *numbers}))
     for number in numbers:
         study.tell(number, state=TrialState.FAIL)
-
-
-def _is_search_setting(override: str) -> bool:
-    """Overrides that change how the search runs, not what each trial trains."""
-    key = override.split("=", 1)[0].lstrip("+~")
-    return key == SEARCH_GROUP or key.startswith((f"{SEARCH_GROUP}.", "hydra"))

@@ -45,20 +45,40 @@ class Job:
     def value(self) -> float | None:
         return self.outcome.value if self.outcome else None
 
-    def sort_key(self) -> tuple[float, int]:
-        if self.outcome is None:
-            return (math.inf, self.number)
-        return (self.outcome.objective.sort_key(self.value), self.number)
+    @property
+    def done(self) -> bool:
+        """Finished with a value of its objective (else it failed, or measured nothing)."""
+        return self.value is not None
+
+    def sort_key(self) -> tuple:
+        """Finished jobs first, grouped by objective (a sweep over data=moons,linear has
+        two), best first within each; then failed jobs, by number."""
+        if not self.done:
+            return (1, "", math.inf, self.number)
+        objective = self.outcome.objective
+        return (0, objective.metric, objective.sort_key(self.value), self.number)
 
     def setting(self) -> tuple[tuple[str, str], ...]:
         """The job's overrides without its seed: what seeds are repeated over."""
         return tuple(sorted((k, v) for k, v in self.overrides.items() if k != SEED_KEY))
 
 
+def job_folders(sweep_dir: Path) -> list[Path]:
+    """The sweep directory, and its namesakes under other task names: jobs of a sweep over
+    presets (``-m experiment=a,b``) go under each preset's own ``outputs/<task_name>/``."""
+    if sweep_dir.parent.name != "multiruns":
+        return [sweep_dir]
+    log_dir = sweep_dir.parent.parent.parent
+    return [
+        sweep_dir,
+        *(d for d in log_dir.glob(f"*/multiruns/{sweep_dir.name}") if d != sweep_dir),
+    ]
+
+
 def read_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job of a sweep directory (numbered subfolders with a ``.hydra`` folder)."""
+    """Every job of a sweep (numbered folders with a ``.hydra`` folder), best first."""
     jobs = []
-    for run_dir in sweep_dir.iterdir():
+    for run_dir in (d for folder in job_folders(sweep_dir) for d in folder.iterdir()):
         saved = run_dir / ".hydra" / "overrides.yaml"
         if not (run_dir.name.isdigit() and saved.is_file()):
             continue
@@ -86,9 +106,13 @@ def varying_keys(jobs: list[Job]) -> list[str]:
     return [k for k in keys if len({job.overrides.get(k) for job in jobs}) > 1]
 
 
+def _metrics_compared(jobs: list[Job]) -> set[str]:
+    return {job.outcome.metric for job in jobs if job.done}
+
+
 def _objective_column(jobs: list[Job]) -> str:
-    names = {f"best {j.outcome.metric}" for j in jobs if j.outcome}
-    return names.pop() if len(names) == 1 else "best (objective)"
+    names = _metrics_compared(jobs)
+    return f"best {names.pop()}" if len(names) == 1 else "best (objective)"
 
 
 def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
@@ -118,7 +142,7 @@ def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
         table.add_row(
             str(job.number),
             *(job.overrides.get(k, "") for k in keys),
-            _fmt(job.value) if job.outcome else "failed",
+            _fmt(job.value) if job.done else "failed",
             "" if epoch is None else str(epoch),
             *(_fmt(v) for v in values),
         )
@@ -131,16 +155,15 @@ def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
                 "best": "" if job.value is None else job.value,
                 "best_epoch": "" if epoch is None else epoch,
                 **{name: job.metrics.get(name, "") for name in metric_names},
-                "status": "failed" if job.outcome is None else "done",
+                "status": "done" if job.done else "failed",
                 "run_dir": str(job.run_dir),
             }
         )
     console.print(table)
     _write_csv(sweep_dir / SUMMARY_FILE, rows)
-    best = jobs[0]
-    if best.outcome is not None and best.value is not None:
-        console.print(f"Best job: [bold]{best.run_dir}[/bold]", soft_wrap=True)
-    failed = [job for job in jobs if job.outcome is None]
+    if len(_metrics_compared(jobs)) == 1:  # jobs compared by different metrics have no "best"
+        console.print(f"Best job of this sweep: [bold]{jobs[0].run_dir}[/bold]", soft_wrap=True)
+    failed = [job for job in jobs if not job.done]
     if failed:
         console.print(
             f"{len(failed)} job(s) failed: "
@@ -161,7 +184,7 @@ def _by_setting(jobs, keys, shown, metric_names, objective, sweep_dir, console) 
 
     groups: dict[tuple, list[Job]] = {}
     for job in jobs:
-        if job.outcome is not None:
+        if job.done:
             groups.setdefault(job.setting(), []).append(job)
     if SEED_KEY not in keys or not any(len(group) > 1 for group in groups.values()):
         return
@@ -172,7 +195,10 @@ def _by_setting(jobs, keys, shown, metric_names, objective, sweep_dir, console) 
 
     ordered = sorted(
         groups.values(),
-        key=lambda group: group[0].outcome.objective.sort_key(stats([j.value for j in group])[0]),
+        key=lambda group: (
+            group[0].outcome.metric,
+            group[0].outcome.objective.sort_key(stats([j.value for j in group])[0]),
+        ),
     )
     table = Table(
         title="By setting, over seeds: mean ± standard deviation (best first)",
@@ -189,12 +215,10 @@ def _by_setting(jobs, keys, shown, metric_names, objective, sweep_dir, console) 
             ("best", [j.value for j in group]),
             *((n, [j.metrics[n] for j in group if n in j.metrics]) for n in metric_names),
         ):
-            if not values:
-                continue
-            mean, std = stats(values)
+            mean, std = stats(values) if values else (None, None)
             row[f"{name}_mean"], row[f"{name}_std"] = mean, std
             if name == "best" or name in shown:
-                cells.append(f"{_fmt(mean)} ± {_fmt(std)}")
+                cells.append(f"{_fmt(mean)} ± {_fmt(std)}" if values else "")
         table.add_row(*(str(setting.get(k, "")) for k in setting_keys), str(len(group)), *cells)
         rows.append(row)
     console.print(table)

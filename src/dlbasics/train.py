@@ -103,10 +103,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
             exit_code=128 + (stop.received.value if stop.received else 15),
         )
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    outcome = tracker.outcome(trainer)
+    outcome = tracker.outcome()
     if outcome.value is not None:  # a column of the HPARAMS tab to sort a sweep's runs by
         for logger in loggers:
-            logger.log_metrics({f"best/{outcome.metric}": outcome.value}, step=trainer.current_epoch)
+            logger.log_metrics(
+                {f"best/{outcome.metric}": outcome.value}, step=trainer.current_epoch
+            )
 
     if will_test:
         best = checkpoint.best_path if checkpoint and checkpoint.best_path.exists() else None
