@@ -33,8 +33,12 @@ def test_objective_follows_the_task():
     assert choose_objective("regression").metric == "val/loss"
     assert choose_objective("regression").direction == "minimize"
     assert choose_objective("regression", "val/r2").direction == "maximize"
-    with pytest.raises(ConfigError, match="hparams_search.direction"):
-        choose_objective("regression", "val/custom")
+    assert choose_objective("classification", "val/loss").direction == "minimize"
+    assert choose_objective("regression", "val/loss", "maximize").direction == "maximize"
+    with pytest.raises(ConfigError, match="hparams_search.metric=val/acc: not a validation"):
+        choose_objective("regression", "val/acc")  # regression runs log no accuracy
+    with pytest.raises(ConfigError, match="hparams_search.direction=up"):
+        choose_objective("regression", "val/loss", "up")
 
 
 @pytest.mark.parametrize(

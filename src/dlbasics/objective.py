@@ -26,8 +26,7 @@ VALIDATION_METRICS = {
     "classification": ("val/loss", "val/acc", "val/f1"),
     "regression": ("val/loss", "val/mse", "val/mae", "val/r2"),
 }
-_HIGHER_IS_BETTER = ("acc", "f1", "r2")
-_LOWER_IS_BETTER = ("loss", "mse", "mae")
+_HIGHER_IS_BETTER = ("acc", "f1", "r2")  # the others (loss, mse, mae): lower is better
 
 
 @dataclass(frozen=True)
@@ -56,17 +55,9 @@ def choose_objective(task: str, metric: str = "auto", direction: str = "auto") -
     if metric in (None, "auto"):
         metric = TASK_METRICS[task]
     check_metric(metric, VALIDATION_METRICS[task], f"{task} runs")
-    if direction in (None, "auto"):
+    if direction in (None, "auto"):  # every metric checked above has a known direction
         name = str(metric).rsplit("/", 1)[-1]
-        if name in _HIGHER_IS_BETTER:
-            direction = "maximize"
-        elif name in _LOWER_IS_BETTER:
-            direction = "minimize"
-        else:
-            raise ConfigError(
-                f"hparams_search.metric={metric}: say whether higher or lower is better with "
-                "hparams_search.direction=maximize (or minimize)"
-            )
+        direction = "maximize" if name in _HIGHER_IS_BETTER else "minimize"
     check_direction(direction)
     return Objective(str(metric), str(direction))
 
