@@ -51,6 +51,9 @@ def test_a_sweep_of_ddp_jobs_needs_a_cluster_launcher():
         ddp = compose("train", overrides=["trainer=ddp", "trainer.accelerator=cpu"])
     with pytest.raises(ConfigError, match="needs hydra/launcher=slurm"):
         validate.check_multirun_processes(["trainer=ddp", "seed=0,1"], [ddp])
+    # joblib's workers run on this machine too: a helper would restart the worker, not the job.
+    with pytest.raises(ConfigError, match="needs hydra/launcher=slurm"):
+        validate.check_multirun_processes(["hydra/launcher=joblib", "trainer=ddp"], [ddp])
     validate.check_multirun_processes(["hydra/launcher=slurm", "trainer=ddp"], [ddp])
 
 

@@ -199,9 +199,9 @@ def _owner(cfg: DictConfig, parent: str, overrides: list[str]) -> str:
 def check_multirun_processes(overrides: list[str], configs: list[DictConfig]) -> None:
     """A multirun whose jobs start several processes (``trainer=ddp``) needs a launcher that
     gives each job its own processes (SLURM): Hydra's basic launcher runs the jobs in this
-    process, and Lightning would start each helper with the whole sweep's command line."""
-    launcher = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")), "")
-    if launcher in LAUNCHER_EXTRAS and launcher != "submitit_local":
+    process, joblib's in its worker processes, and Lightning would start each helper with
+    the whole sweep's command line."""
+    if not runs_here(overrides):
         return
     for cfg in configs:
         devices = str(cfg.trainer.get("devices", 1))
