@@ -50,18 +50,14 @@ def check_resumable(run_dir: Path, overrides: list[str]) -> None:
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's composed config, pointed at its own directory and newest checkpoint."""
-    from dlbasics.rundir import FAILED_MARK
+    from dlbasics.rundir import failure
     from dlbasics.validate import check_key_exists
 
     saved = open_run(run_dir, key="resume")  # a run directory, with its config
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     if not checkpoint.is_file():
-        failed = run_dir / FAILED_MARK
-        why = (
-            f" It failed before its first checkpoint: {failed.read_text().strip()}"
-            if failed.is_file()
-            else ""
-        )
+        failed = failure(run_dir)
+        why = f" It failed before its first checkpoint: {failed}" if failed else ""
         raise ConfigError(
             f"resume={run_dir}: there is no checkpoints/last.ckpt to resume from.{why} "
             "Start a new run instead."

@@ -105,6 +105,12 @@ def release(directory: Path) -> None:
         os.close(descriptor)
 
 
+def failure(directory: Path) -> str | None:
+    """Why the run in ``directory`` failed, as its ``failed.txt`` says (None: not marked)."""
+    mark = Path(directory) / FAILED_MARK
+    return mark.read_text().strip() if mark.is_file() else None
+
+
 def discard_unfinished(directory: Path, reason: str, in_sweep: bool) -> str | None:
     """After a failure: remove the run's files if it wrote no checkpoint.
 

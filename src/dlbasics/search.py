@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.config import changes_what_is_trained
 from dlbasics.errors import ConfigError
-from dlbasics.objective import check_direction, check_metric
+from dlbasics.objective import objective_settings
 
 log = logging.getLogger("dlbasics")
 
@@ -163,12 +163,13 @@ def read_settings(config: DictConfig) -> Settings:
     search = config[SEARCH_GROUP]
     name = search.get("study_name") or default_study_name(config)
     storage = search.get("storage") or default_storage(config, name)
+    metric, direction = objective_settings(config)
     return Settings(
         study_name=str(name),
         storage=str(storage),
         n_trials=int(search.n_trials),
-        metric=str(search.get("metric") or "auto"),
-        direction=str(search.get("direction") or "auto"),
+        metric=metric,
+        direction=direction,
         sampler_seed=search.get("sampler_seed"),
         n_startup_trials=int(search.get("n_startup_trials", 10)),
         parallel_trials=parallel_trials(config),
@@ -201,16 +202,17 @@ def parallel_trials(config: DictConfig) -> int:
     chosen = config[SEARCH_GROUP].get("parallel_trials", "auto")
     if chosen not in (None, "auto"):
         return int(chosen)
-    launcher = config.hydra.launcher
+    workers = joblib_workers(config.hydra.launcher)
+    return 2 * workers if workers and workers > 1 else 1
+
+
+def joblib_workers(launcher: DictConfig) -> int | None:
+    """The processes ``hydra/launcher=joblib`` runs jobs in at once (its ``n_jobs``; -1 is
+    one per core), or None for another launcher."""
     if "joblib" not in str(launcher.get("_target_", "")):
-        return 1
+        return None
     n_jobs = int(launcher.get("n_jobs") or 1)
-    workers = n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
-    return 2 * workers if workers > 1 else 1
-
-
-def _whole(value, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
 def search_selected(cfg: DictConfig) -> bool:
@@ -218,32 +220,6 @@ def search_selected(cfg: DictConfig) -> bool:
     (``hparams_search.space``) without choosing a search: that alone changes nothing."""
     search = cfg.get(SEARCH_GROUP)
     return bool(search) and "n_trials" in search
-
-
-def check_search(cfg: DictConfig) -> None:
-    """The values of ``hparams_search`` that can be checked before any trial runs."""
-    if not search_selected(cfg):
-        return
-    search = cfg[SEARCH_GROUP]
-    n_trials = search.get("n_trials")
-    if not _whole(n_trials, 1):
-        raise ConfigError(f"hparams_search.n_trials={n_trials}: must be a whole number >= 1")
-    chosen = search.get("parallel_trials", "auto")
-    if chosen not in (None, "auto") and not _whole(chosen, 1):
-        raise ConfigError(f"hparams_search.parallel_trials={chosen}: auto, or a whole number >= 1")
-    seed = search.get("sampler_seed")
-    if seed is not None and not _whole(seed, 0):
-        raise ConfigError(f"hparams_search.sampler_seed={seed}: a whole number >= 0, or null")
-    startup = search.get("n_startup_trials", 10)
-    if not _whole(startup, 0):
-        raise ConfigError(f"hparams_search.n_startup_trials={startup}: a whole number >= 0")
-    check_metric(str(search.get("metric") or "auto"))
-    check_direction(str(search.get("direction") or "auto"))
-    if float(cfg.data.get("val_fraction", 0.1) or 0) == 0:
-        raise ConfigError(
-            "hparams_search with data.val_fraction=0: trials are compared on the validation "
-            "split, and there is none; set data.val_fraction=0.1 (or another share)"
-        )
 
 
 # -- running it ----------------------------------------------------------------------------
@@ -449,11 +425,11 @@ def _output_dir(result) -> str | None:
 
 def _failure(run_dir: str | None) -> str:
     """Why a job failed, as its run directory's ``failed.txt`` says."""
-    from dlbasics.rundir import FAILED_MARK
+    from dlbasics.rundir import failure
 
-    mark = Path(run_dir or ".") / FAILED_MARK
-    if run_dir and mark.is_file():
-        return mark.read_text().strip().splitlines()[0]
+    reason = failure(Path(run_dir)) if run_dir else None
+    if reason:
+        return reason.splitlines()[0]
     return f"see {run_dir}" if run_dir else "no result"
 
 

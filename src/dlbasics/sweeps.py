@@ -24,8 +24,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from dlbasics import rundir
 from dlbasics.objective import Outcome
-from dlbasics.rundir import FAILED_MARK
 
 SUMMARY_FILE = "summary.csv"
 BY_SETTING_FILE = "summary_by_setting.csv"
@@ -86,7 +86,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         for line in OmegaConf.load(saved):
             key, _, value = str(line).partition("=")
             overrides[key.lstrip("+~")] = value
-        metrics_file, failed = run_dir / "metrics.json", run_dir / FAILED_MARK
+        metrics_file = run_dir / "metrics.json"
         jobs.append(
             Job(
                 number=int(run_dir.name),
@@ -94,7 +94,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
                 overrides=overrides,
                 outcome=Outcome.read(run_dir),
                 metrics=json.loads(metrics_file.read_text()) if metrics_file.is_file() else {},
-                failure=failed.read_text().strip() if failed.is_file() else None,
+                failure=rundir.failure(run_dir),
             )
         )
     return sorted(jobs, key=Job.sort_key)

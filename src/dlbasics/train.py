@@ -206,14 +206,12 @@ def _choice(cfg: DictConfig, group: str) -> str:
 def _hydra_app(cfg: DictConfig) -> dict | None:
     """One Hydra job: check the values, train, and return what a sweeper compares runs by
     (:func:`job_result`); None when the job failed."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     from dlbasics.rundir import claim, discard_unfinished, link_job_log
     from dlbasics.validate import check_config
 
     run_dir = Path(cfg.paths.output_dir)
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    in_sweep = _in_sweep()
     helper = is_helper_process()  # another rank of a DDP run: the first process owns run_dir
     try:
         if helper:
@@ -263,16 +261,16 @@ def share_cores_with_parallel_jobs() -> None:
     with every job using all cores, parallel jobs would slow each other down."""
     from hydra.core.hydra_config import HydraConfig
 
-    launcher = HydraConfig.get().launcher
-    if "joblib" not in str(launcher.get("_target_", "")):
+    from dlbasics.search import joblib_workers
+
+    workers = joblib_workers(HydraConfig.get().launcher)
+    if workers is None:
         return
     import torch
 
     from dlbasics.report import FILE_ONLY
 
     cores = os.cpu_count() or 1
-    n_jobs = int(launcher.get("n_jobs") or 1)
-    workers = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)  # joblib's -1 = all cores
     torch.set_num_threads(max(1, cores // workers))
     log.info(
         "torch threads: %d (%d parallel jobs share %d cores)",

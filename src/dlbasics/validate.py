@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.config import CONFIG_DIR, group_options
 from dlbasics.errors import ConfigError
-from dlbasics.search import check_search, search_selected, sweep_values
+from dlbasics.objective import check_direction, check_metric, objective_settings
+from dlbasics.search import search_selected, sweep_values
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")  # as in dlbasics.nets
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -379,6 +380,30 @@ def check_config(cfg: DictConfig, here: bool = True) -> None:
         check_accelerator(cfg)
 
 
+def check_search(cfg: DictConfig) -> None:
+    """The values of ``hparams_search`` that can be checked before any trial runs."""
+    if not search_selected(cfg):
+        return
+    search = cfg.hparams_search
+    _integer_at_least(cfg, "hparams_search.n_trials", 1)
+    chosen = search.get("parallel_trials", "auto")
+    if chosen not in (None, "auto") and not _is_whole(chosen, 1):
+        raise ConfigError(f"hparams_search.parallel_trials={chosen}: auto, or a whole number >= 1")
+    seed = search.get("sampler_seed")
+    if seed is not None and not _is_whole(seed, 0):
+        raise ConfigError(f"hparams_search.sampler_seed={seed}: a whole number >= 0, or null")
+    if "n_startup_trials" in search:
+        _integer_at_least(cfg, "hparams_search.n_startup_trials", 0)
+    metric, direction = objective_settings(cfg)
+    check_metric(metric)
+    check_direction(direction)
+    if float(cfg.data.get("val_fraction", 0.1) or 0) == 0:
+        raise ConfigError(
+            "hparams_search with data.val_fraction=0: trials are compared on the validation "
+            "split, and there is none; set data.val_fraction=0.1 (or another share)"
+        )
+
+
 def check_ckpt_path(cfg: DictConfig) -> None:
     """``ckpt_path`` must name an existing file (its contents are checked once the model exists)."""
     path = cfg.get("ckpt_path")
@@ -496,9 +521,13 @@ def _number_at_least(cfg: DictConfig, key: str, minimum: float) -> None:
         raise ConfigError(f"{key}={value}: must be a number >= {minimum}")
 
 
+def _is_whole(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def _integer_at_least(cfg: DictConfig, key: str, minimum: int) -> None:
     value = _value(cfg, key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not _is_whole(value, minimum):
         raise ConfigError(f"{key}={value}: must be a whole number >= {minimum}")
 
 
@@ -511,7 +540,7 @@ def _fraction(cfg: DictConfig, key: str) -> float:
 
 def _positive_integers(values: Iterable, key: str) -> None:
     values = list(values) if not isinstance(values, (str, Number)) else [values]
-    bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+    bad = [v for v in values if not _is_whole(v, 1)]
     if bad:
         raise ConfigError(
             f"{key}={values}: every entry must be a whole number >= 1 (e.g. {key}=[64,64])"
