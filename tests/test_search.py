@@ -182,6 +182,9 @@ def test_a_search_runs_resumes_and_reports_its_best_trial(tmp_path):
         assert (outcome.metric, outcome.value) == ("val/acc", pytest.approx(trial.value))
         saved = (Path(trial.user_attrs["run_dir"]) / ".hydra" / "overrides.yaml").read_text()
         assert f"optimizer.lr={trial.params['optimizer.lr']!r}" in saved
+        # TensorBoard names the run by the trial's own values first, the shared ones after.
+        (board,) = (Path(trial.user_attrs["run_dir"]) / "tb").iterdir()
+        assert board.name.startswith(f"mlp-moons,optimizer.lr={trial.params['optimizer.lr']!r}")
     best = study.best_trial
     assert f"Best trial of study train-mlp-moons (3 trials): #{best.number}" in result.stdout
     assert best.user_attrs["run_dir"] in result.stdout

@@ -353,8 +353,10 @@ class Search:
         while done < settings.n_trials:
             batch = min(settings.parallel_trials, settings.n_trials - done)
             trials = [self.study.ask(self.distributions) for _ in range(batch)]
+            # The trial's own values first: run names (TensorBoard's runs) list overrides
+            # in order and are cut at 100 characters, and these tell the trials apart.
             overrides = [
-                [*self.space.fixed, *(as_override(k, v) for k, v in trial.params.items())]
+                [*(as_override(k, v) for k, v in trial.params.items()), *self.space.fixed]
                 for trial in trials
             ]
             try:
