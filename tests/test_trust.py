@@ -322,3 +322,29 @@ def test_a_file_is_read_once_unless_it_changes(tmp_path):
     assert read_csv_data(str(path), "y", task="regression", features=["a"]) is not first
     path.write_text("a,y\n1,2\n2,4\n3,7\n")  # another size: read again
     assert read_csv_data(str(path), "y", task="regression").y.tolist() == [2, 4, 7]
+
+
+def test_a_ctrl_c_that_a_library_swallowed_still_ends_as_an_interruption(tmp_path):
+    # torch's C code can take a Ctrl-C that arrives while it loads numpy and carry on;
+    # the next import then fails with an error of its own. The command must still say
+    # "interrupted", exit 130 and leave nothing behind.
+    script = (
+        "import os, signal, sys\n"
+        "import dlbasics.train as t\n"
+        "def swallowing_import(cfg):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    except KeyboardInterrupt:\n"
+        "        pass  # as the library did\n"
+        "    raise ImportError('cannot load module more than once per process')\n"
+        "t.train = swallowing_import\n"
+        "sys.argv = ['dlbasics.train', 'trainer.max_epochs=1']\n"
+        "t.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "interrupted before training started" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert runs_in(tmp_path) == []

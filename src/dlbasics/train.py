@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -227,9 +229,7 @@ def _hydra_app(cfg: DictConfig) -> dict | None:
         metrics = train(cfg)
     except KeyboardInterrupt:
         # Before the graceful-stop handler is installed (imports, loading the data).
-        if not helper:
-            discard_unfinished(run_dir, "interrupted", in_sweep)
-        _exit_interrupted("interrupted before training started; nothing was kept")
+        _interrupted_while_starting(run_dir, helper, in_sweep)
     except DlbasicsError as error:
         done = None if helper else discard_unfinished(run_dir, f"Error: {error}", in_sweep)
         if not in_sweep or isinstance(error, RunInterrupted):
@@ -237,7 +237,32 @@ def _hydra_app(cfg: DictConfig) -> dict | None:
         # One job of a sweep failing (say, a learning rate that diverges) ends that job only.
         log.error("Error: %s%s", error, f" ({done})" if done else "")
         return None
+    except Exception:
+        if not _CTRL_C.is_set():
+            raise
+        # A Ctrl-C that a library swallowed, leaving an error of its own behind.
+        _interrupted_while_starting(run_dir, helper, in_sweep)
     return job_result(run_dir, metrics)
+
+
+def _interrupted_while_starting(run_dir: Path, helper: bool, in_sweep: bool) -> None:
+    from dlbasics.rundir import discard_unfinished
+
+    if not helper:
+        discard_unfinished(run_dir, "interrupted", in_sweep)
+    _exit_interrupted("interrupted before training started; nothing was kept")
+
+
+# Set by the first Ctrl-C. C code can swallow a KeyboardInterrupt: torch hands a Ctrl-C that
+# arrives while it loads numpy's C module to numpy, carries on without it, and the next
+# `import numpy` fails with "cannot load module more than once per process". Whatever error
+# follows a Ctrl-C before training is then reported as the interruption it is.
+_CTRL_C = threading.Event()
+
+
+def _remember_ctrl_c(signum, frame) -> None:
+    _CTRL_C.set()
+    raise KeyboardInterrupt
 
 
 def job_result(run_dir: Path, metrics: dict[str, float]) -> dict:
@@ -285,6 +310,8 @@ def main() -> None:
     """Entry point of ``python -m dlbasics.train`` and ``dlbasics-train``."""
     arguments = sys.argv[1:]
     resume = [a for a in arguments if a.startswith("resume=")]
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _remember_ctrl_c)  # Python's own, plus a note
     try:
         register_experiments()  # experiment=NAME from experiments/
         if resume:
