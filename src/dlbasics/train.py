@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import hydra
@@ -238,7 +237,7 @@ def _hydra_app(cfg: DictConfig) -> dict | None:
         log.error("Error: %s%s", error, f" ({done})" if done else "")
         return None
     except Exception:
-        if not _CTRL_C.is_set():
+        if not _CTRL_C["seen"]:
             raise
         # A Ctrl-C that a library swallowed, leaving an error of its own behind.
         _interrupted_while_starting(run_dir, helper, in_sweep)
@@ -256,12 +255,13 @@ def _interrupted_while_starting(run_dir: Path, helper: bool, in_sweep: bool) -> 
 # Set by the first Ctrl-C. C code can swallow a KeyboardInterrupt: torch hands a Ctrl-C that
 # arrives while it loads numpy's C module to numpy, carries on without it, and the next
 # `import numpy` fails with "cannot load module more than once per process". Whatever error
-# follows a Ctrl-C before training is then reported as the interruption it is.
-_CTRL_C = threading.Event()
+# follows a Ctrl-C before training is then reported as the interruption it is. (A plain
+# dict: launchers that pickle the job function by value, submitit and joblib, take it along.)
+_CTRL_C = {"seen": False}
 
 
 def _remember_ctrl_c(signum, frame) -> None:
-    _CTRL_C.set()
+    _CTRL_C["seen"] = True
     raise KeyboardInterrupt
 
 
