@@ -146,13 +146,26 @@ def test_evaluate_on_noisier_generated_data_sees_the_noise(runs, capsys):
     assert 9 * 0.7 < metrics["eval/mse"] < 9 * 1.3
 
 
+def test_evaluate_scores_a_few_rows_of_one_class(runs, tmp_path, capsys):
+    # Fresh labelled rows are scored as they are: no training split is tried on them.
+    new = penguin_like(12, seed=5)
+    new[new.species == "Gentoo"].to_csv(tmp_path / "gentoo.csv", index=False)
+    code, out, err, metrics = evaluate_run(
+        runs["mlp"], f"data.path={tmp_path / 'gentoo.csv'}", capsys=capsys
+    )
+    assert code == 0, err
+    assert "all 4 rows" in out
+    assert metrics["eval/acc"] == 1.0
+
+
 @pytest.mark.parametrize(
     ("frame", "message"),
     [
         (lambda f: f.drop(columns="mass_g"), "mass_g"),
         (lambda f: f.assign(species=f.species.replace("Gentoo", "Emperor")), "'Emperor'"),
+        (lambda f: f.assign(species=f.species.mask(f.index == 4, "Emperor")), "'Emperor'"),
     ],
-    ids=["missing-feature", "unknown-class"],
+    ids=["missing-feature", "unknown-class", "one-unknown-row"],
 )
 def test_evaluate_refuses_mismatched_data_in_one_line(runs, tmp_path, frame, message, capsys):
     frame(penguin_like(30, seed=3)).to_csv(tmp_path / "other.csv", index=False)

@@ -32,9 +32,9 @@ def main(argv: list[str]) -> None:
     saved = open_run(options.get("run"))
     data = data_config(saved, overrides)
     if overrides:  # the user's file is read and checked before Lightning is imported
-        from dlbasics.data.checks import check_data
+        from dlbasics.data.checks import check_file
 
-        check_data(data)
+        check_file(data)
     saved.checkpoint(options.get("ckpt"))  # a missing checkpoint is reported before loading
 
     model = saved.load(options.get("ckpt"))

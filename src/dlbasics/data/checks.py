@@ -40,6 +40,15 @@ def check_data(data: DictConfig) -> None:
     )
 
 
+def check_file(data: DictConfig) -> None:
+    """Raise the DataError or ConfigError that reading ``data``'s CSV file would raise.
+
+    For data that are scored whole (``evaluate``), not trained on: a few rows of one class
+    are fine there, so labels are not checked for training and no split is tried.
+    """
+    csv_task(data)
+
+
 def csv_task(data: DictConfig) -> str | None:
     """The task CsvData will choose for ``data`` (``task=auto`` reads the file), or None
     for data that are not a CSV file."""
