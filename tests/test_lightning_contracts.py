@@ -128,6 +128,23 @@ def test_the_fast_path_is_taken_only_while_nobody_listens_and_changes_nothing():
     )
 
 
+@pytest.mark.parametrize(
+    ("limits", "steps"),
+    [
+        ({"max_steps": 10, "epochs": -1}, 10),
+        ({"limit_train_batches": 5, "epochs": 2}, 10),
+        ({"limit_train_batches": 0.2, "epochs": 2}, 10),
+        ({"val_check_interval": 10, "epochs": 1}, 25),
+    ],
+    ids=["max_steps", "limit_train_batches", "fraction-of-batches", "val_check_interval"],
+)
+def test_limits_counted_in_steps_count_minibatches(limits, steps):
+    # A chunk is one Lightning step: these limits would count 32 minibatches as one.
+    trainer, _ = train_moons(**limits)
+    assert trainer.global_step == steps
+    assert not isinstance(trainer.train_dataloader, ShuffledChunks)
+
+
 def test_dlbasics_default_callbacks_keep_the_fast_path():
     from dlbasics.callbacks import EpochProgressBar, GracefulStop
 

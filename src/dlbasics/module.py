@@ -82,6 +82,20 @@ def listens_per_step(callback: pl.Callback) -> bool:
     return any(is_overridden(hook, callback, parent=pl.Callback) for hook in PER_STEP_HOOKS)
 
 
+def limits_in_steps(trainer: pl.Trainer) -> bool:
+    """Whether a limit of ``trainer`` counts Lightning steps (``max_steps``, a number or a
+    part of the training batches, validation within an epoch): a chunk would count as one."""
+
+    def whole_epoch(value: int | float | None) -> bool:
+        return value is None or (isinstance(value, float) and value == 1.0)
+
+    return (
+        trainer.max_steps != -1
+        or not whole_epoch(trainer.limit_train_batches)
+        or not whole_epoch(trainer.val_check_interval)
+    )
+
+
 def _to_dict(config: Any) -> Any:
     """Hydra nodes become plain dicts, so hyperparameters pickle into checkpoints."""
     if isinstance(config, DictConfig):
@@ -202,8 +216,9 @@ class SupervisedModule(pl.LightningModule):
         """Whether the datamodule may serve chunks of minibatches (the fast path).
 
         Only while nothing could notice: one process, full precision (mixed precision
-        scales the loss in Lightning's backward), and no callback or subclass listening to
-        a per-step hook (:data:`PER_STEP_HOOKS`). Otherwise every minibatch is a Lightning
+        scales the loss in Lightning's backward), no limit counted in steps
+        (:func:`limits_in_steps`), and no callback or subclass listening to a per-step hook
+        (:data:`PER_STEP_HOOKS`). Otherwise every minibatch is a Lightning
         step of its own and goes through ``manual_backward`` and ``LightningOptimizer.step``,
         so every hook fires and DDP averages the gradients.
         """
@@ -214,6 +229,8 @@ class SupervisedModule(pl.LightningModule):
         if trainer.world_size > 1 or not isinstance(trainer.strategy, SingleDeviceStrategy):
             return False  # DDP, even on one device: its wrapper expects one step per forward
         if trainer.precision not in ("32-true", "64-true"):
+            return False
+        if limits_in_steps(trainer):
             return False
         if any(listens_per_step(callback) for callback in trainer.callbacks):
             return False
