@@ -15,11 +15,9 @@ from dlbasics.errors import ConfigError
 @pytest.mark.slow
 def test_submitit_local_runs_every_job_and_links_its_log(tmp_path):
     sweep = tmp_path / "sweep"
-    # The folder conf/hydra/launcher/slurm.yaml sets, tried with the local executor.
+    # The README's command, with the plugin's own folder (.submitit/<job id>/).
     done = run_cli("-m", "hydra/launcher=submitit_local", "data=moons", "trainer.max_epochs=3",
-                   "seed=0,1", f"hydra.sweep.dir={sweep}",
-                   "hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit",
-                   cwd=tmp_path, timeout=600)  # fmt: skip
+                   "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=tmp_path, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     for job in ("0", "1"):
         run = sweep / job
@@ -54,7 +52,22 @@ def test_a_sweep_of_ddp_jobs_needs_a_cluster_launcher():
     # joblib's workers run on this machine too: a helper would restart the worker, not the job.
     with pytest.raises(ConfigError, match="needs hydra/launcher=slurm"):
         validate.check_multirun_processes(["hydra/launcher=joblib", "trainer=ddp"], [ddp])
-    validate.check_multirun_processes(["hydra/launcher=slurm", "trainer=ddp"], [ddp])
+    slurm = ["hydra/launcher=slurm", "trainer=ddp"]
+    # Lightning stops a job on the cluster whose SLURM tasks per node are not its devices.
+    with pytest.raises(ConfigError, match="hydra.launcher.tasks_per_node=2 hydra.launcher.nodes=1"):
+        validate.check_multirun_processes(slurm, [ddp])
+    validate.check_multirun_processes([*slurm, "hydra.launcher.tasks_per_node=2"], [ddp])
+
+
+def test_a_copy_of_the_slurm_config_in_the_users_folder_sends_jobs_to_slurm(tmp_path):
+    from conftest import ROOT
+
+    (tmp_path / "hydra" / "launcher").mkdir(parents=True)
+    copy = (ROOT / "conf" / "hydra" / "launcher" / "slurm.yaml").read_text()
+    (tmp_path / "hydra" / "launcher" / "my_cluster.yaml").write_text(copy)
+    mine = ["hydra/launcher=my_cluster"]
+    assert not validate.runs_here(mine, [str(tmp_path)])
+    assert validate.runs_here(["hydra/launcher=joblib"]) and validate.runs_here([])
 
 
 def test_devices_of_jobs_sent_to_a_cluster_are_not_checked_against_this_machine():
@@ -62,6 +75,7 @@ def test_devices_of_jobs_sent_to_a_cluster_are_not_checked_against_this_machine(
     from dlbasics.train import check_command_line
 
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=64"]
-    check_command_line(["hydra/launcher=slurm", *ddp], [], multirun=True)  # the node decides
+    slurm = ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=64"]
+    check_command_line([*slurm, *ddp], [], multirun=True)  # the node decides
     with pytest.raises(ConfigError, match="trainer.devices=64: this CPU has"):
         check_command_line(ddp, [], multirun=False)

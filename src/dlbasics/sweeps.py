@@ -241,9 +241,23 @@ class SweepSummary(Callback):
     """Hydra callback: :func:`summarize` the sweep directory when a multirun ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        drop_empty_pattern_folder(config.hydra.launcher.get("submitit_folder"))
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             summarize(sweep_dir)
+
+
+def drop_empty_pattern_folder(folder: str | None) -> None:
+    """Remove the empty folder that Hydra's submitit launcher leaves behind.
+
+    submitit makes its folder as configured (the plugin's default: ``.submitit/%j``) before
+    it puts each job's id in place of ``%j``, so one folder named ``%j`` stays empty beside
+    the jobs' own folders.
+    """
+    if folder and "%" in folder:
+        path = Path(folder)
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def main(arguments: list[str] | None = None) -> None:
