@@ -357,10 +357,10 @@ def check_command_line(overrides: list[str], config_dirs: list[str], multirun: b
     )
 
     check_launcher(overrides, multirun)
-    configs = check_overrides(overrides, config_dirs, here=runs_here(overrides))
+    configs = check_overrides(overrides, config_dirs, here=runs_here(overrides, config_dirs))
     configs = check_search_command(overrides, configs, multirun, config_dirs)
     if multirun:
-        check_multirun_processes(overrides, configs)
+        check_multirun_processes(overrides, configs, config_dirs)
     check_run_dir_free(overrides, multirun)
     seen = set()
     for cfg in configs:  # each distinct data config of a sweep once

@@ -14,6 +14,7 @@ Both raise :class:`dlbasics.errors.ConfigError`.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Iterable
 from numbers import Number
@@ -101,10 +102,26 @@ _PLUGIN_PACKAGES = {
 }
 
 
-def runs_here(overrides: list[str]) -> bool:
+def launcher_settings(overrides: list[str], config_dirs: Iterable[str] = ()) -> DictConfig:
+    """``hydra.launcher`` as Hydra will compose it for ``overrides`` (a copy of
+    ``conf/hydra/launcher/slurm.yaml`` in the user's own folder included)."""
+    return _launcher_settings(tuple(overrides), tuple(config_dirs))
+
+
+@functools.cache  # asked by several checks of one command line
+def _launcher_settings(overrides: tuple[str, ...], config_dirs: tuple[str, ...]) -> DictConfig:
+    search_path = [*(_as_search_path(d) for d in config_dirs)]
+    search_path += _search_path_override(parse_overrides(overrides))
+    searching = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
+    chosen = [
+        o for o in overrides if o.lstrip("+").startswith(("hydra/launcher=", "hydra.launcher."))
+    ]
+    return _compose([*searching, *chosen], hydra=True).hydra.launcher
+
+
+def runs_here(overrides: list[str], config_dirs: Iterable[str] = ()) -> bool:
     """Whether the jobs run on this machine: not with a SLURM launcher."""
-    launcher = next((o.split("=", 1)[1] for o in overrides if o.startswith("hydra/launcher=")), "")
-    return launcher not in ("submitit_slurm", "slurm")
+    return "SlurmLauncher" not in str(launcher_settings(overrides, config_dirs).get("_target_"))
 
 
 def check_launcher(overrides: list[str], multirun: bool) -> None:
@@ -178,7 +195,8 @@ def check_search_command(
     searched = [sweep.input_line for sweep in space.sweeps.values()]
     if not searched:
         raise ConfigError(EMPTY_SPACE)
-    return check_overrides([*space.fixed, *searched], config_dirs, here=runs_here(overrides))
+    here = runs_here(overrides, config_dirs)
+    return check_overrides([*space.fixed, *searched], config_dirs, here=here)
 
 
 _MISSING = object()
@@ -197,12 +215,15 @@ def _owner(cfg: DictConfig, parent: str, overrides: list[str]) -> str:
     return parent or "the config"
 
 
-def check_multirun_processes(overrides: list[str], configs: list[DictConfig]) -> None:
+def check_multirun_processes(
+    overrides: list[str], configs: list[DictConfig], config_dirs: Iterable[str] = ()
+) -> None:
     """A multirun whose jobs start several processes (``trainer=ddp``) needs a launcher that
     gives each job its own processes (SLURM): Hydra's basic launcher runs the jobs in this
     process, joblib's in its worker processes, and Lightning would start each helper with
     the whole sweep's command line."""
-    if not runs_here(overrides):
+    if not runs_here(overrides, config_dirs):
+        check_slurm_tasks(launcher_settings(overrides, config_dirs), configs)
         return
     for cfg in configs:
         devices = str(cfg.trainer.get("devices", 1))
@@ -211,6 +232,23 @@ def check_multirun_processes(overrides: list[str], configs: list[DictConfig]) ->
                 f"-m with trainer.devices={devices} ({cfg.trainer.get('strategy') or 'auto'}): "
                 "a sweep of multi-process jobs needs hydra/launcher=slurm (or submitit_slurm); "
                 "here, run each setting as its own command without -m"
+            )
+
+
+def check_slurm_tasks(launcher: DictConfig, configs: list[DictConfig]) -> None:
+    """A job with several devices needs one SLURM task per device, on as many nodes as it
+    trains on: Lightning reads its processes from SLURM and stops the job on the cluster
+    when ``--ntasks-per-node`` or the node count does not match."""
+    tasks, nodes = launcher.get("tasks_per_node") or 1, launcher.get("nodes") or 1
+    for cfg in configs:
+        devices, num_nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes") or 1
+        if not str(devices).isdigit() or (int(devices) == 1 and num_nodes == 1):
+            continue
+        if int(devices) != tasks or num_nodes != nodes:
+            raise ConfigError(
+                f"trainer.devices={devices} on {num_nodes} node(s) needs one SLURM task per "
+                f"device: hydra.launcher.tasks_per_node={devices} hydra.launcher.nodes="
+                f"{num_nodes} (the launcher has tasks_per_node={tasks}, nodes={nodes})"
             )
 
 
@@ -312,10 +350,10 @@ def check_key_exists(config: DictConfig, key: str) -> None:
     raise ConfigError(f"{key}: no such key.{maybe} (Add a new key with +{key}=...)")
 
 
-def _compose(overrides: list[str]) -> DictConfig:
+def _compose(overrides: list[str], hydra: bool = False) -> DictConfig:
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-            return compose("train", overrides=overrides)
+            return compose("train", overrides=overrides, return_hydra_config=hydra)
     except MissingConfigException as error:
         raise ConfigError(_first_line(error)) from None
     except ConfigCompositionException as error:
@@ -493,12 +531,20 @@ def check_devices(cfg: DictConfig, accelerator: str) -> None:
         raise ConfigError(
             f"trainer.devices={devices}: {gpus} GPU(s) visible; use trainer.devices={gpus} or fewer"
         )
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if not on_gpu and count > cores:
         raise ConfigError(
             f"trainer.devices={devices}: this CPU has {cores} cores, and each device is a "
             f"process of its own; use trainer.devices={cores} or fewer"
         )
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a container or ``taskset`` may allow fewer
+    than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _value(cfg: DictConfig, key: str):
