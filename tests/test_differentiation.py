@@ -20,6 +20,7 @@ def test_symbolic_and_autograd_agree_exactly_on_the_chain_rule_example():
     (symbolic,) = d.symbolic_derivatives(d.chain_loss, {"x": 2.0})
     automatic = d.autograd_derivatives(d.chain_loss, {"x": 2.0})["x"]
     assert symbolic.expression == "4*x"
+    assert symbolic.size == symbolic.simplified_size == 1
     assert symbolic.value == automatic == d.CHAIN_EXACT == 8.0
 
 
@@ -31,6 +32,19 @@ def test_two_inputs_symbolic_autograd_and_central_differences_agree():
     assert automatic == pytest.approx(symbolic, abs=1e-12)
     numeric = d.numerical_gradient(lambda p: d.linreg_loss(p[0], p[1]), np.array([0.5, 0.5]))
     assert numeric == pytest.approx([-12.0, -5.0], abs=1e-6)
+
+
+def test_two_inputs_finite_differences_have_the_same_u_shape():
+    symbolic = d.symbolic_derivatives(d.linreg_loss, d.LINREG_POINT)
+    assert [(s.size, s.simplified_size) for s in symbolic] == [(6, 6), (4, 4)]
+    rows = d.finite_differences(d.linreg_loss, [0.5, 0.5], [s.value for s in symbolic])
+    assert all(len(r.estimate) == 2 for r in rows)  # the error is the largest over w and b
+    for dtype in ("float32", "float64"):
+        best = d.best_step(rows, "forward", dtype)
+        at = {r.step: r.error for r in rows if (r.method, r.dtype) == ("forward", dtype)}
+        assert at[1e-1] > best.error < at[1e-12]
+    assert d.best_step(rows, "forward", "float64").error < 1e-6
+    assert d.best_step(rows, "central", "float64").error < 1e-6
 
 
 def test_finite_difference_error_falls_then_rises_with_the_step():
@@ -48,10 +62,14 @@ def test_finite_difference_error_falls_then_rises_with_the_step():
 
 
 def test_derivatives_swell_and_sharing_subexpressions_keeps_them_small():
-    rows = d.swelling((1, 3, 5))
+    rows = d.swelling((1, 2, 3, 5))
     derivative = [r[2] for r in rows]
-    shared = [r[3] for r in rows]
+    simplified = [r[3] for r in rows]
+    shared = [r[4] for r in rows]
     assert derivative == sorted(derivative) and derivative[-1] > 10 * derivative[0]
+    # simplify is run only where it is cheap (depths 1-2), and shrinks the derivative a little.
+    assert simplified[2:] == [None, None]
+    assert all(s < full for s, full in zip(simplified[:2], derivative, strict=False))
     assert all(s < full for s, full in zip(shared, derivative, strict=True))
     assert shared[-1] < derivative[-1] / 3
 
@@ -105,6 +123,8 @@ class _DoubledGradient(torch.autograd.Function):
 
 
 def test_gradient_check_fails_on_a_wrong_gradient():
+    torch.manual_seed(0)
+
     class WrongTanh(nn.Module):
         def forward(self, x):
             return _DoubledGradient.apply(x)
@@ -117,10 +137,13 @@ def test_gradient_check_fails_on_a_wrong_gradient():
     assert first and all(e[2] == pytest.approx(2 * e[3], rel=1e-4) for e in first)
 
 
+@pytest.mark.slow
 def test_manual_differentiation_section_prints_the_three_methods(capsys):
     assert main(["differentiation"]) == 0
     out = capsys.readouterr().out
     assert "dloss/dx = 4*x = 8" in out and "best h forward float64: 1e-08" in out
+    assert "largest |estimate - exact| over w and b" in out
+    assert "dL/dw = 4*b + 28*w/3 - 56/3 = -12" in out
     assert "Hand-derived computations" not in out  # only the section asked for
 
 

@@ -51,11 +51,14 @@ def linreg_loss(w, b, xs: Sequence[float] = LINREG_X, ys: Sequence[float] = LINR
 
 @dataclass
 class Symbolic:
-    """A derivative found by SymPy: its (simplified) expression and its exact value."""
+    """A derivative found by SymPy: its (simplified) expression, its exact value, and its
+    size in operations as ``sympy.diff`` writes it and after ``sympy.simplify``."""
 
     variable: str
     expression: str
     value: float
+    size: int
+    simplified_size: int
 
 
 def symbolic_derivatives(function: Callable, point: dict[str, float]) -> list[Symbolic]:
@@ -67,24 +70,30 @@ def symbolic_derivatives(function: Callable, point: dict[str, float]) -> list[Sy
     results = []
     for name, symbol in symbols.items():
         derivative = sympy.diff(expression, symbol)
+        simplified = sympy.simplify(derivative)
         results.append(
             Symbolic(
                 variable=name,
-                expression=str(sympy.simplify(derivative)),
+                expression=str(simplified),
                 value=float(derivative.subs({symbols[k]: v for k, v in point.items()})),
+                size=int(sympy.count_ops(derivative)),
+                simplified_size=int(sympy.count_ops(simplified)),
             )
         )
     return results
 
 
-def swelling(depths: Sequence[int] = (1, 2, 3, 4, 5)) -> list[tuple[int, int, int, int]]:
+def swelling(
+    depths: Sequence[int] = (1, 2, 3, 4, 5), simplify_up_to: int = 2
+) -> list[tuple[int, int, int, int | None, int]]:
     """How the derivative of nested sigmoids ``σ(w σ(w … σ(w x)))`` grows with the depth.
 
-    Per depth: operations in the function, in its derivative as SymPy writes it out, and
-    in the same derivative with common subexpressions shared (``sympy.cse``), which is what
-    automatic differentiation keeps on its tape: each intermediate value once.
-    (``sympy.simplify`` does not rescue it: at depth 3 it takes 71 operations to 91 in
-    about 4 s, at depth 4 it needs half a minute.)
+    Per depth: operations in the function, in its derivative as SymPy writes it out, in
+    the same derivative after ``sympy.simplify`` (``None`` beyond ``simplify_up_to``), and
+    with common subexpressions shared (``sympy.cse``), which is what automatic
+    differentiation keeps on its tape: each intermediate value once. Simplifying barely
+    helps and soon costs too much: at depth 3 it takes 71 operations to 91 in about 4 s,
+    at depth 4 it needs half a minute, so deeper rows are not simplified.
     """
     import sympy
 
@@ -98,11 +107,15 @@ def swelling(depths: Sequence[int] = (1, 2, 3, 4, 5)) -> list[tuple[int, int, in
         derivative = sympy.diff(function, w)
         shared, reduced = sympy.cse(derivative)
         shared_ops = sum(sympy.count_ops(e) for _, e in shared) + sympy.count_ops(reduced)
+        simplified = (
+            int(sympy.count_ops(sympy.simplify(derivative))) if depth <= simplify_up_to else None
+        )
         rows.append(
             (
                 depth,
                 int(sympy.count_ops(function)),
                 int(sympy.count_ops(derivative)),
+                simplified,
                 int(shared_ops),
             )
         )
@@ -114,39 +127,37 @@ def swelling(depths: Sequence[int] = (1, 2, 3, 4, 5)) -> list[tuple[int, int, in
 
 @dataclass
 class FiniteDifference:
-    """One finite-difference estimate of a derivative and its error against the exact value."""
+    """One finite-difference estimate of a gradient and its error against the exact value."""
 
     method: str  # "forward" or "central"
     dtype: str  # "float32" or "float64"
     step: float
-    estimate: float
-    error: float
+    estimate: tuple[float, ...]  # one per input
+    error: float  # the largest absolute error over the inputs
 
 
 def finite_differences(
     function: Callable,
-    x: float,
-    exact: float,
+    point: float | Sequence[float],
+    exact: float | Sequence[float],
     steps: Sequence[float] = STEPS,
     dtypes: Sequence[type] = (np.float32, np.float64),
 ) -> list[FiniteDifference]:
-    """Forward and central differences of ``function`` at ``x`` for each step and dtype.
+    """Forward and central differences of ``function(*point)`` for each step and dtype.
 
-    All arithmetic is done in the dtype (NumPy scalars), so float32's rounding shows.
+    ``point`` and ``exact`` are one number or one per input. All arithmetic is done in the
+    dtype (NumPy scalars), so float32's rounding shows.
     """
+    exact = np.atleast_1d(np.asarray(exact, dtype=np.float64))
     rows = []
     for dtype in dtypes:
-        point = dtype(x)
+        at = np.atleast_1d(np.asarray(point, dtype=dtype))
         for step in steps:
-            h = dtype(step)
-            estimates = {
-                "forward": (function(point + h) - function(point)) / h,
-                "central": (function(point + h) - function(point - h)) / (dtype(2) * h),
-            }
-            for method, estimate in estimates.items():
-                estimate = float(estimate)
+            for method in ("forward", "central"):
+                estimate = numerical_gradient(lambda p: function(*p), at, step, method)
+                error = float(np.max(np.abs(estimate.astype(np.float64) - exact)))
                 rows.append(
-                    FiniteDifference(method, dtype.__name__, step, estimate, abs(estimate - exact))
+                    FiniteDifference(method, dtype.__name__, step, tuple(estimate.tolist()), error)
                 )
     return rows
 
@@ -163,8 +174,12 @@ def numerical_gradient(
     method: str = "central",
 ) -> np.ndarray:
     """Finite differences for every input of ``function``: ``central`` takes two
-    evaluations per input, ``forward`` one per input plus one at ``point``."""
-    point = np.asarray(point, dtype=np.float64)
+    evaluations per input, ``forward`` one per input plus one at ``point``. A float32
+    ``point`` stays float32 (the step too), so that its rounding shows."""
+    point = np.asarray(point)
+    if not np.issubdtype(point.dtype, np.floating):
+        point = point.astype(np.float64)
+    step = point.dtype.type(step)
     at_point = function(point) if method == "forward" else None
     gradient = np.empty_like(point)
     for i in range(point.size):
@@ -206,10 +221,25 @@ class Cost:
     autograd_seconds: float
 
 
-def gradient_costs(sizes: Sequence[int] = (1, 10, 100, 1000), rows: int = 200) -> list[Cost]:
-    """Evaluations (and time) each method needs for the whole gradient of an MSE loss
-    with ``sizes`` weights: forward differences ``n + 1``, central ``2n``, autograd one
-    forward and one backward pass whatever ``n``."""
+def _best_time(run: Callable[[], object], repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` runs, after one untimed warm-up run: the first
+    run pays for allocations and caches, and other processes' load only slows runs down,
+    so the fastest is the one that reflects the work."""
+    run()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def gradient_costs(
+    sizes: Sequence[int] = (1, 10, 100, 1000), rows: int = 200, repeats: int = 3
+) -> list[Cost]:
+    """Evaluations (and time, best of ``repeats``) each method needs for the whole gradient
+    of an MSE loss with ``sizes`` weights: forward differences ``n + 1``, central ``2n``,
+    autograd one forward and one backward pass whatever ``n``."""
     costs = []
     generator = torch.Generator().manual_seed(0)
     for size in sizes:
@@ -225,12 +255,17 @@ def gradient_costs(sizes: Sequence[int] = (1, 10, 100, 1000), rows: int = 200) -
         measured = {}
         for method in ("forward", "central"):
             calls[0] = 0
-            started = time.perf_counter()
             numerical_gradient(loss, weights, method=method)
-            measured[method] = (calls[0], time.perf_counter() - started)
-        started = time.perf_counter()
-        tracked = torch.from_numpy(weights).requires_grad_(True)
-        ((x @ tracked - y) ** 2).mean().backward()
+            evaluations = calls[0]
+            seconds = _best_time(
+                lambda m=method, w=weights: numerical_gradient(loss, w, method=m), repeats
+            )
+            measured[method] = (evaluations, seconds)
+
+        def backward(x=x, y=y, weights=weights) -> None:
+            tracked = torch.from_numpy(weights).requires_grad_(True)
+            ((x @ tracked - y) ** 2).mean().backward()
+
         costs.append(
             Cost(
                 inputs=size,
@@ -239,7 +274,7 @@ def gradient_costs(sizes: Sequence[int] = (1, 10, 100, 1000), rows: int = 200) -
                 autograd_passes="1 forward + 1 backward",
                 forward_seconds=measured["forward"][1],
                 central_seconds=measured["central"][1],
-                autograd_seconds=time.perf_counter() - started,
+                autograd_seconds=_best_time(backward, repeats),
             )
         )
     return costs
@@ -319,18 +354,9 @@ def check_gradients(
 # -- python -m dlbasics.manual differentiation ------------------------------------------------
 
 
-def report() -> bool:
-    """Print the three methods side by side; return whether they agree as they should."""
-    ok = True
-    print("Three ways to differentiate: x = 2 -> y = x^2 -> z = y + 3 -> loss = 2z")
-    (symbolic,) = symbolic_derivatives(chain_loss, {"x": CHAIN_POINT})
-    automatic = autograd_derivatives(chain_loss, {"x": CHAIN_POINT})["x"]
-    print(f"  symbolic (SymPy):   dloss/dx = {symbolic.expression} = {symbolic.value:g}")
-    print(f"  automatic (autograd): {automatic:g}")
-    ok &= symbolic.value == automatic == CHAIN_EXACT
-
-    rows = finite_differences(chain_loss, CHAIN_POINT, CHAIN_EXACT)
-    print("  finite differences: |estimate - 8| for each step h")
+def _print_differences(rows: Sequence[FiniteDifference], heading: str) -> dict:
+    """The error table of :func:`finite_differences` by step, and the best step per column."""
+    print(f"  finite differences: {heading}")
     columns = [(m, d) for d in ("float32", "float64") for m in ("forward", "central")]
     print("    " + "h".ljust(7) + "".join(f"{m} {d}".rjust(18) for m, d in columns))
     for step in STEPS:
@@ -342,6 +368,30 @@ def report() -> bool:
     best = {column: best_step(rows, *column) for column in columns}
     for (method, dtype), row in best.items():
         print(f"    best h {method} {dtype}: {row.step:.0e} (error {row.error:.1e})")
+    return best
+
+
+def _print_symbolic(function: str, symbolic: Symbolic) -> None:
+    print(
+        f"  symbolic (SymPy): d{function}/d{symbolic.variable} = {symbolic.expression}"
+        f" = {symbolic.value:.10g}  (operations: {symbolic.size} as differentiated,"
+        f" {symbolic.simplified_size} after simplify)"
+    )
+
+
+def report() -> bool:
+    """Print the three methods side by side; return whether they agree as they should."""
+    ok = True
+    print("Three ways to differentiate: x = 2 -> y = x^2 -> z = y + 3 -> loss = 2z")
+    (symbolic,) = symbolic_derivatives(chain_loss, {"x": CHAIN_POINT})
+    automatic = autograd_derivatives(chain_loss, {"x": CHAIN_POINT})["x"]
+    _print_symbolic("loss", symbolic)
+    print(f"  automatic (autograd): {automatic:g}")
+    ok &= symbolic.value == automatic == CHAIN_EXACT
+
+    best = _print_differences(
+        finite_differences(chain_loss, CHAIN_POINT, CHAIN_EXACT), "|estimate - 8| for each step h"
+    )
     print(
         "    Forward differences: the error falls with h (truncation), then rises again once\n"
         "    rounding takes over, much earlier in float32. Central differences are exact for\n"
@@ -354,21 +404,34 @@ def report() -> bool:
     )
     symbolic = symbolic_derivatives(linreg_loss, LINREG_POINT)
     automatic = autograd_derivatives(linreg_loss, LINREG_POINT)
-    point = np.array([LINREG_POINT["w"], LINREG_POINT["b"]])
-    numeric = numerical_gradient(lambda p: linreg_loss(p[0], p[1]), point)
-    for s, n in zip(symbolic, numeric, strict=True):
-        print(f"  dL/d{s.variable} = {s.expression} = {s.value:.10g} (symbolic)")
-        print(
-            f"  {'':{len(s.variable) + 4}} autograd {automatic[s.variable]:.10g}, central difference {n:.10g}"
-        )
-        ok &= abs(s.value - automatic[s.variable]) < 1e-12 and abs(s.value - n) < 1e-6
+    for s in symbolic:
+        _print_symbolic("L", s)
+        ok &= abs(s.value - automatic[s.variable]) < 1e-12
+    print(
+        "  automatic (autograd): " + ", ".join(f"dL/d{k} = {v:.10g}" for k, v in automatic.items())
+    )
+    exact = [s.value for s in symbolic]
+    rows = finite_differences(linreg_loss, list(LINREG_POINT.values()), exact)
+    best = _print_differences(rows, "largest |estimate - exact| over w and b for each step h")
+    print(
+        "    The same U as with one input. SymPy's diff already expands this polynomial, so\n"
+        "    simplify has nothing left to remove; the nested sigmoids below do swell."
+    )
+    ok &= best[("forward", "float64")].error < 1e-6
 
     print("\nExpressions swell: d/dw of nested sigmoids σ(w σ(w … σ(w x))), in operations")
-    print("  depth   function   derivative   derivative with shared subexpressions")
-    for depth, function_ops, derivative_ops, shared_ops in swelling():
-        print(f"  {depth:<7} {function_ops:<10} {derivative_ops:<12} {shared_ops}")
+    print("  depth   function   derivative   simplified   with shared subexpressions")
+    for depth, function_ops, derivative_ops, simplified_ops, shared_ops in swelling():
+        simplified = "-" if simplified_ops is None else simplified_ops
+        print(
+            f"  {depth:<7} {function_ops:<10} {derivative_ops:<12} {simplified!s:<12} {shared_ops}"
+        )
+    print(
+        "  sympy.simplify barely shrinks it and is not run past depth 2 (-): at depth 3 it\n"
+        "  takes about 4 s and gives 91 operations instead of 71; at depth 4, half a minute."
+    )
 
-    print("\nCost of a whole gradient as the inputs grow (an MSE loss, 200 rows)")
+    print("\nCost of a whole gradient as the inputs grow (an MSE loss, 200 rows; best of 3 runs)")
     print("  inputs   forward diff.         central diff.         autograd")
     for cost in gradient_costs():
         print(
