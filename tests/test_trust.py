@@ -43,13 +43,31 @@ def one_error_line(result) -> str:
         (["callbacks=early_stopping", "data.val_fraction=0"], "leaves no validation split"),
         (["callbacks.checkpoint.every_n_epochs=0"], "every_n_epochs=0: must be a whole number"),
         (["ckpt_path=missing.ckpt"], "ckpt_path=missing.ckpt: no such file"),
+        (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0: must be a whole"),
+        (["scheduler=step", "scheduler.gamma=-3"], "scheduler.gamma=-3: must be a number above"),
+        (["scheduler=plateau", "scheduler.factor=0"], "scheduler.factor=0: the learning rate"),
+        (["scheduler=cosine", "scheduler.eta_min=-1"], "scheduler.eta_min=-1: must be a number"),
     ],
 )
 def test_config_mistakes_stop_before_a_run_directory_exists(tmp_path, overrides, expected):
-    result = run_cli(*overrides, cwd=tmp_path)
+    result = run_cli(*overrides, cwd=tmp_path, env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert result.returncode == 2
     assert expected in one_error_line(result)
     assert runs_in(tmp_path) == []
+    assert not imported(result, "lightning") and not imported(result, "torch")
+
+
+def imported(result, package: str) -> bool:
+    """Whether the process imported ``package`` (Python's -X importtime lines on stderr)."""
+    return any(line.split("|")[-1].strip() == package for line in result.stderr.splitlines())
+
+
+def test_a_library_message_names_the_key_it_mentions_whatever_its_case():
+    from dlbasics.builders import config_errors
+
+    with pytest.raises(ConfigError, match=r"\(check scheduler.factor=2\)"):
+        with config_errors({"_target_": "Plateau", "factor": 2}, "scheduler"):
+            raise ValueError("Factor should be < 1.0.")
 
 
 def test_a_bad_csv_is_refused_before_lightning_is_imported(tmp_path):
@@ -58,11 +76,13 @@ def test_a_bad_csv_is_refused_before_lightning_is_imported(tmp_path):
 
     wine = f"{sklearn.__path__[0]}/datasets/data/wine_data.csv"
     started = time.monotonic()
-    result = run_cli("data=csv", f"data.path={wine}", "data.target=class_2", cwd=tmp_path)
+    result = run_cli("data=csv", f"data.path={wine}", "data.target=class_2", cwd=tmp_path,
+                     env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
     seconds = time.monotonic() - started
     assert result.returncode == 2
     assert "has 14 fields but its first line names 5 columns" in one_error_line(result)
     assert runs_in(tmp_path) == []
+    assert imported(result, "pandas") and not imported(result, "lightning")
     print(f"refused in {seconds:.1f} s")  # about 1 s here, against ~7 s once Lightning loads
 
 

@@ -62,7 +62,8 @@ def config_errors(config: Any, key: str) -> Iterator[None]:
         named = [
             f"{key}.{name}={value}"
             for name, value in (config.items() if isinstance(config, Mapping) else [])
-            if not str(name).startswith("_") and re.search(rf"\b{re.escape(str(name))}\b", reason)
+            if not str(name).startswith("_")
+            and re.search(rf"\b{re.escape(str(name))}\b", reason, re.IGNORECASE)
         ]
         check = f" (check {', '.join(named)})" if named else ""
         raise ConfigError(f"{key}: {target} refused its config: {reason}{check}") from None

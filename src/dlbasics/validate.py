@@ -407,6 +407,7 @@ def check_config(cfg: DictConfig, here: bool = True) -> None:
             raise ConfigError(f"model.dropout={dropout}: must be a probability in [0, 1)")
     if cfg.get("gradient_clip_val") is not None:
         _positive_number(cfg, "gradient_clip_val")
+    check_scheduler(cfg)
     precision = cfg.get("float32_matmul_precision")
     if precision is not None and precision not in ("highest", "high", "medium"):
         raise ConfigError(f"float32_matmul_precision={precision}: one of highest, high, medium")
@@ -536,6 +537,28 @@ def check_devices(cfg: DictConfig, accelerator: str) -> None:
         raise ConfigError(
             f"trainer.devices={devices}: this CPU has {cores} cores, and each device is a "
             f"process of its own; use trainer.devices={cores} or fewer"
+        )
+
+
+def check_scheduler(cfg: DictConfig) -> None:
+    """The schedules' settings that torch accepts when building but that fail or do
+    nonsense later: ``step_size=0`` divides by zero after the first epoch, a negative
+    ``gamma`` makes the learning rate negative, ``factor=0`` sets it to zero."""
+    scheduler = cfg.get("scheduler") or {}
+    for key in ("step_size", "T_max"):
+        if key in scheduler:
+            _integer_at_least(cfg, f"scheduler.{key}", 1)
+    if "patience" in scheduler:
+        _integer_at_least(cfg, "scheduler.patience", 0)
+    if "eta_min" in scheduler:
+        _number_at_least(cfg, "scheduler.eta_min", 0)
+    if "gamma" in scheduler:
+        _positive_number(cfg, "scheduler.gamma")
+    factor = scheduler.get("factor")
+    if factor is not None and (not _is_number(factor) or not 0 < factor < 1):
+        raise ConfigError(
+            f"scheduler.factor={factor}: the learning rate is multiplied by it on a plateau; "
+            "a number between 0 and 1 (e.g. 0.5)"
         )
 
 
