@@ -275,6 +275,11 @@ ERRORS = {
         {},
         [r"column 'a' holds inf on line 3 of '.*'; features and targets must be finite"],
     ),
+    "infinity in a class target": (
+        "a,y\n1,0\n2,1\n3,inf\n",
+        {"task": "classification"},
+        [r"column 'y' holds inf on line 4 of '.*'; features and targets must be finite"],
+    ),
     "continuous numbers as classes": (
         "a,y\n1,0.5\n2,1.25\n3,0\n",
         {"task": "classification"},
@@ -296,6 +301,20 @@ ERRORS = {
         [r"is not utf-8 text \(byte 0xe9", "data.encoding=latin-1"],
     ),
 }
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"features": ["a"], "drop": ["b"]}, r"data\.drop=\['b'\]: data\.features already lists"),
+        ({"task": "classification", "standardize_target": True}, r"standardize_target=true: .*"),
+    ],
+    ids=["drop-with-features", "standardize_target-for-classes"],
+)
+def test_values_that_would_be_ignored_are_refused(tmp_path, options, pattern):
+    data = make_data(tmp_path, "a,b,y\n1,2,0\n2,3,1\n3,1,0\n4,2,1\n", target="y", **options)
+    with pytest.raises(ConfigError, match=pattern):
+        data.setup()
 
 
 @pytest.mark.parametrize("case", list(ERRORS))

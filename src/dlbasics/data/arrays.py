@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from dlbasics.errors import DataError
+from dlbasics.errors import ConfigError, DataError
 
 Task = Literal["regression", "classification"]
 Split = dict[str, tuple[np.ndarray, np.ndarray]]
@@ -28,6 +28,16 @@ def check_finite(values: np.ndarray, what: str) -> None:
         f"{what}: row {row + 1} holds {values[tuple(position)]}, which is not a finite "
         "number; remove or fill in such values before training"
     )
+
+
+def check_target_scaling(standardize_target: bool, task: str) -> None:
+    """``standardize_target`` scales regression targets; class labels are left as they are,
+    so asking for it on a classification task would be silently ignored."""
+    if standardize_target and task == "classification":
+        raise ConfigError(
+            "data.standardize_target=true: the target holds class labels (classification), "
+            "which are not scaled; leave it out (it is for regression targets)"
+        )
 
 
 def encode_labels(labels: np.ndarray, key: str = "data") -> tuple[np.ndarray, list[str]]:

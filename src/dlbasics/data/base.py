@@ -27,6 +27,7 @@ from dlbasics.data.arrays import (
     Split,
     Task,
     check_finite,
+    check_target_scaling,
     encode_labels,
     scale_splits,
     split_rows,
@@ -162,6 +163,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         """Load, split and standardise once; later calls (fit, then test) reuse the result."""
         if self.splits:
             return
+        check_target_scaling(self.standardize_target, self.task)
         x, y = self.load_arrays()
         x = np.asarray(x, dtype=np.float32)
         check_finite(x, "the features")

@@ -19,11 +19,12 @@ def check_data(data: DictConfig) -> None:
     """Raise the DataError or ConfigError that loading ``data`` (``cfg.data``) would raise."""
     if data.get("_target_") not in CSV_TARGETS:
         return
-    from dlbasics.data.arrays import encode_labels
+    from dlbasics.data.arrays import check_target_scaling, encode_labels
     from dlbasics.data.table import split_file_rows
 
     options = OmegaConf.to_container(data, resolve=True)
     table = _read(options)
+    check_target_scaling(options.get("standardize_target", False), table.task)
     y = (
         encode_labels(table.y, f"data.target={table.target}")[0]
         if table.task == "classification"

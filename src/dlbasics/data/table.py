@@ -79,6 +79,11 @@ def read_csv_data(
     global _last_read
     target = None if target is None else str(target)
     features, drop = column_names(features), column_names(drop) or []
+    if features is not None and drop:
+        raise ConfigError(
+            f"data.drop={drop}: data.features already lists the columns to use, so nothing "
+            "would be dropped; give data.features or data.drop, not both"
+        )
     if task not in TASKS:
         raise ConfigError(
             f"data.task={task}: unknown task; use data.task=auto, data.task=regression or "
@@ -109,6 +114,8 @@ def read_csv_data(
     x = used[feature_names].to_numpy(dtype=np.float64)
     check_finite_cells(used, feature_names, x, file)
     if task == "classification":
+        if pd.api.types.is_numeric_dtype(used[target]):
+            check_finite_cells(used, [target], used[[target]].to_numpy(np.float64), file)
         y = class_labels(used[target], target, file)
     else:
         y = used[target].to_numpy(dtype=np.float64)
