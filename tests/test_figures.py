@@ -372,3 +372,16 @@ def test_other_modules_and_data_train_with_the_callback_and_get_no_figures(tmp_p
     trainer.fit(BoringModel(), datamodule=BoringDataModule())
     trainer.test(BoringModel(), datamodule=BoringDataModule(), verbose=False)
     assert trainer.current_epoch == 2 and not (tmp_path / "figures").exists()
+
+
+def test_final_figures_name_the_epoch_the_test_restored(tmp_path):
+    from types import SimpleNamespace
+
+    from dlbasics.figures.callback import _tested_epoch
+
+    best = tmp_path / "checkpoints" / "best.ckpt"
+    saver = SimpleNamespace(best_path=best, best_epoch=2)  # counted from 0, as Lightning does
+    assert _tested_epoch(SimpleNamespace(ckpt_path=str(best), callbacks=[saver])) == 3
+    assert _tested_epoch(SimpleNamespace(ckpt_path=None, callbacks=[saver])) is None
+    other = SimpleNamespace(ckpt_path=str(tmp_path / "x.ckpt"), callbacks=[saver])
+    assert _tested_epoch(other) is None

@@ -48,3 +48,22 @@ def test_hparams_tab_lists_the_config_against_real_metrics(run_training, tmp_pat
         assert noise not in values
     # The tab reads each metric's value from its scalar: the last logged point is the final one.
     assert events.Scalars("test/acc")[-1].value == pytest.approx(metrics["test/acc"])
+
+
+def test_a_long_config_value_is_printed_whole_off_a_terminal():
+    import io
+
+    from omegaconf import OmegaConf
+    from rich.console import Console
+
+    from dlbasics import report
+
+    deep = "/data/" + "/".join(f"folder_{i:02d}" for i in range(30)) + "/end.csv"  # 300 chars
+    out = io.StringIO()
+    original, report.console = report.console, Console(file=out, width=160)
+    try:
+        report.print_config(OmegaConf.create({"data": {"path": deep}}))
+    finally:
+        report.console = original
+    printed = "".join(line.strip() for line in out.getvalue().splitlines())
+    assert deep.replace(" ", "") in printed.replace(" ", "").replace("│", "")

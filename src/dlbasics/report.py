@@ -52,7 +52,8 @@ def print_config(cfg: DictConfig) -> None:
             text = OmegaConf.to_yaml(value, resolve=True).rstrip() or "{}"
         else:
             text = str(value)
-        branch.add(Syntax(text, "yaml", background_color="default"))
+        # Long values (a deep run directory, a data.path) wrap rather than being cut off.
+        branch.add(Syntax(text, "yaml", background_color="default", word_wrap=True))
     console.print(tree)
 
 

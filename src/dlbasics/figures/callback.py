@@ -107,7 +107,7 @@ class RunFigures(Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if _can_draw(trainer, pl_module) and trainer.datamodule.has_split("test"):
-            self._draw_final(trainer, pl_module)
+            self._draw_final(trainer, pl_module, _tested_epoch(trainer))
 
     # -- what -------------------------------------------------------------------------------
 
@@ -118,10 +118,16 @@ class RunFigures(Callback):
             self._draw(trainer, inputs, step=epoch, save_png=False)
         self._last_drawn = time.monotonic()
 
-    def _draw_final(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+    def _draw_final(
+        self, trainer: pl.Trainer, module: pl.LightningModule, epoch: int | None = None
+    ) -> None:
+        """The final figures, of the weights the run ends with: the last epoch's, or those
+        of ``epoch`` (from 1) that the test restored from the best checkpoint."""
         datamodule = trainer.datamodule
         split = shown_split(datamodule)
         title = f"final model ({self._epochs_done} epochs)"
+        if epoch is not None and epoch != self._epochs_done:
+            title = f"best model (epoch {epoch} of {self._epochs_done})"
         inputs = progress_inputs(module, datamodule, self.kinds, title, final=True)
         inputs.update(
             evaluation_inputs(module, datamodule, split, self.kinds, title, self.max_images)
@@ -137,6 +143,21 @@ class RunFigures(Callback):
             )
 
     # -- where ------------------------------------------------------------------------------
+
+
+def _tested_epoch(trainer: pl.Trainer) -> int | None:
+    """The epoch (from 1) whose weights the test restored from dlbasics' best checkpoint, or
+    None when it tested the weights in memory (another checkpoint callback, or none)."""
+    if not trainer.ckpt_path:
+        return None
+    for callback in trainer.callbacks:
+        best_path, best_epoch = (
+            getattr(callback, "best_path", None),
+            getattr(callback, "best_epoch", None),
+        )
+        if best_epoch is not None and best_path and Path(trainer.ckpt_path) == Path(best_path):
+            return best_epoch + 1
+    return None
 
     @rank_zero_only
     def _draw(
