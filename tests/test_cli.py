@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -105,41 +107,46 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert list((work / "outputs" / "linreg_tiny" / "runs").glob("*/checkpoints/last.ckpt"))
 
-    # The README's "Extending it": a model, a dataset and an experiment in the user's folder.
-    write_user_configs(work / "my_conf")
+    # The README's "Extending it": the user's own net, dataset and experiment in their folder.
+    write_user_configs(work)
     result = run_cli("--config-dir", "my_conf", "experiment=my_exp", cwd=work, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (work / "outputs" / "my_exp" / "runs").iterdir()
     assert (run / "checkpoints" / "last.ckpt").is_file()
     assert '"input_shape": [\n    1\n  ]' in (run / "data.json").read_text()
+    assert json.loads((run / "metrics.json").read_text())["test/r2"] > 0.9  # it learned x²
+    assert (run / "figures" / "fitted_line.png").is_file()
+    result = run_cli("hydra.searchpath=[file://my_conf]", "model=wide", "data=parabola",
+                     "trainer.max_epochs=2", cwd=work, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
     # The checks stay on with the user's folder, by either route.
     for route in (["--config-dir", "my_conf"], ["hydra.searchpath=[file://my_conf]"]):
         for overrides, expected in (
-            (
-                ["model=wide_mpl"],
-                "Available: cnn, linreg, mlp, wide_mlp. Did you mean model=wide_mlp?",
-            ),
-            (["model=wide_mlp", "trainer.max_epoch=2"], "Did you mean trainer.max_epochs?"),
+            (["model=wid"], "Available: cnn, linreg, mlp, wide. Did you mean model=wide?"),
+            (["model=wide", "trainer.max_epoch=2"], "Did you mean trainer.max_epochs?"),
         ):
             result = run_cli(*route, *overrides, cwd=work, env=env)
             assert result.returncode == 2, result.stderr[-3000:]
             assert expected in result.stderr and "Traceback" not in result.stderr
 
 
-def write_user_configs(folder: Path) -> None:
-    """A user's own config folder, as the README's "Extending it" shows it."""
+def write_user_configs(work: Path) -> None:
+    """The user's folder exactly as the README's "Extending it" shows it: its my_code.py
+    block, and the config files its tree describes."""
+    readme = (ROOT / "README.md").read_text().split("## Extending it", 1)[1]
+    code = re.search(r"```python\n(# my_code.py.*?)```", readme, re.DOTALL).group(1)
+    (work / "my_code.py").write_text(code)
+    folder = work / "my_conf"
     for group in ("model", "data", "experiment"):
         (folder / group).mkdir(parents=True)
-    (folder / "model" / "wide_mlp.yaml").write_text(
-        "_target_: dlbasics.nets.MLP\nhidden_sizes: [16]\nactivation: tanh\ndropout: 0.0\n"
-    )
-    (folder / "data" / "line.yaml").write_text(
-        "_target_: dlbasics.data.PointsData\nx: [[0], [1], [2], [3]]\ny: [1, 3, 5, 7]\n"
-        "batch_size: null\nshuffle_seed: ${seed}\n"
+    (folder / "model" / "wide.yaml").write_text("_target_: my_code.Wide\nwidth: 32\n")
+    (folder / "data" / "parabola.yaml").write_text(
+        "_target_: my_code.Parabola\nn_samples: 500\nnoise: 0.1\nshuffle_seed: ${seed}\n"
     )
     (folder / "experiment" / "my_exp.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - override /model: wide_mlp\n"
-        "  - override /data: line\ntask_name: my_exp\ntrainer:\n  max_epochs: 3\n"
+        "# @package _global_\ndefaults:\n  - override /model: wide\n"
+        "  - override /data: parabola\ntask_name: my_exp\noptimizer:\n  lr: 0.01\n"
+        "trainer:\n  max_epochs: 30\n"
     )
 
 

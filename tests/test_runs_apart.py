@@ -341,7 +341,7 @@ README_RUNS = {
         "python -m dlbasics.train data=csv data.path=houses.csv data.target=price model=linreg "
         "data.standardize_target=true optimizer.lr=0.05"
     ): ([], "val/r2", 0.9),
-    "python -m dlbasics.train --config-dir my_conf experiment=my_exp": ([], None, None),
+    "python -m dlbasics.train --config-dir my_conf experiment=my_exp": ([], "test/r2", 0.9),
     "python -m dlbasics.train -m hydra/launcher=submitit_local seed=0,1": (
         ["trainer.max_epochs=5"],
         "val/acc",
@@ -372,10 +372,10 @@ README_RUNS = {
         "test/acc",
         0.75,
     ),
-    "python -m dlbasics.train 'hydra.searchpath=[file://my_conf]' model=wide_mlp data=line": (
-        [],
-        None,
-        None,
+    "python -m dlbasics.train 'hydra.searchpath=[file://my_conf]' model=wide data=parabola": (
+        ["trainer.max_epochs=30", "optimizer.lr=0.01"],
+        "test/r2",
+        0.9,
     ),
 }
 # Run elsewhere: a GPU (below), and resuming runs that the README only names.
@@ -418,7 +418,7 @@ def test_readme_command_runs_to_a_sensible_result(tmp_path, command):
         pytest.fail(f"{command!r} is no longer in the README: drop it from README_RUNS")
     extra, metric, lowest = README_RUNS[command]
     write_houses(tmp_path)
-    write_user_configs(tmp_path / "my_conf")
+    write_user_configs(tmp_path)
     result = run_cli(*shlex.split(command)[3:], *extra, cwd=tmp_path, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     if metric is not None:
