@@ -144,21 +144,6 @@ class RunFigures(Callback):
 
     # -- where ------------------------------------------------------------------------------
 
-
-def _tested_epoch(trainer: pl.Trainer) -> int | None:
-    """The epoch (from 1) whose weights the test restored from dlbasics' best checkpoint, or
-    None when it tested the weights in memory (another checkpoint callback, or none)."""
-    if not trainer.ckpt_path:
-        return None
-    for callback in trainer.callbacks:
-        best_path, best_epoch = (
-            getattr(callback, "best_path", None),
-            getattr(callback, "best_epoch", None),
-        )
-        if best_epoch is not None and best_path and Path(trainer.ckpt_path) == Path(best_path):
-            return best_epoch + 1
-    return None
-
     @rank_zero_only
     def _draw(
         self, trainer: pl.Trainer, inputs: dict[str, dict], step: int, save_png: bool
@@ -185,6 +170,19 @@ def _tested_epoch(trainer: pl.Trainer) -> int | None:
                 imsave(self.dirpath / f"{kind}.png", image)
             self.drawn += 1
         self.seconds += time.perf_counter() - started
+
+
+def _tested_epoch(trainer: pl.Trainer) -> int | None:
+    """The epoch (from 1) whose weights the test restored from dlbasics' best checkpoint, or
+    None when it tested the weights in memory (another checkpoint callback, or none)."""
+    if not trainer.ckpt_path:
+        return None
+    for callback in trainer.callbacks:
+        best_epoch = getattr(callback, "best_epoch", None)
+        best_path = getattr(callback, "best_path", None)
+        if best_epoch is not None and best_path and Path(trainer.ckpt_path) == Path(best_path):
+            return best_epoch + 1
+    return None
 
 
 def _can_draw(trainer: pl.Trainer, module: pl.LightningModule) -> bool:
