@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,22 @@ def test_the_activation_check_knows_exactly_the_nets_activations():
     from dlbasics.validate import ACTIVATIONS as CHECKED
 
     assert set(CHECKED) == set(ACTIVATIONS)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model=linreg"], "the checkpoint holds another model (dlbasics.nets.MLP, not"),
+        (["data=iris"], "trained on data with 2 features, this run's data have 4"),
+        (["model.hidden_sizes=[8]"], "other settings (hidden_sizes=[64, 64] there, [8] here)"),
+        (["optimizer=sgd"], "trained with optimizer torch.optim.Adam, this run uses"),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_says_what_differs(make_config, overrides, expected):
+    from dlbasics.train import train
+
+    quiet = ["logger=none", "figures=none"]
+    train(make_config("data=moons", "model=mlp", "trainer.max_epochs=1", *quiet))
+    checkpoint = Path(make_config().paths.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        train(make_config("data=moons", "model=mlp", *quiet, *overrides, f"ckpt_path={checkpoint}"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -173,3 +176,52 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path):
     with pytest.raises(OSError):
         _atomic_save(CrashingTrainer(), good)
     assert good.read_bytes() == b"the last good checkpoint"
+
+
+def suggested(result: subprocess.CompletedProcess) -> list[str]:
+    """The arguments of the ``python -m dlbasics.train ...`` command an error line ends with."""
+    output = (result.stdout + result.stderr).splitlines()
+    (line,) = [line for line in output if line.startswith("Error:")]
+    assert result.returncode == 2 and "python -m dlbasics.train " in line, line
+    return shlex.split(line.split("python -m dlbasics.train ", 1)[1])
+
+
+def test_the_commands_resume_and_ckpt_path_suggest_work_as_printed(tmp_path):
+    rng = np.random.default_rng(0)
+    kind = np.arange(60) % 2
+    table = {"a": kind + rng.normal(0, 0.3, 60), "b": rng.normal(0, 1, 60)}
+    pd.DataFrame({**table, "kind": np.array(["x", "y"])[kind]}).to_csv(tmp_path / "rows.csv")
+    own = ["data=csv", "data.path=rows.csv", "data.target=kind", "data.drop=[Unnamed: 0]"]
+    own += ["trainer.max_epochs=2", "logger=none", "figures=none"]
+    assert run_cli(*own, cwd=tmp_path).returncode == 0
+    run_dir = only_run_dir(tmp_path)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:100])  # truncated: best.ckpt is intact
+    elsewhere = tmp_path / "elsewhere"  # the run's relative data.path must still be found
+    elsewhere.mkdir()
+    cases = [  # (a command that fails, where, what the command it suggests must train)
+        ([f"resume={run_dir}", "trainer.max_epochs=3"], elsewhere, "MLP", 3),
+        ([f"resume={run_dir}", "model=linreg"], elsewhere, "LinearRegression", 2),
+        ([*own, f"ckpt_path={last}", "trainer.max_epochs=3"], tmp_path, "MLP", 3),
+    ]
+    for failing, cwd, net, epochs in cases:
+        before = set((cwd / "outputs" / "train" / "runs").glob("*"))
+        result = run_cli(*suggested(run_cli(*failing, cwd=cwd)), cwd=cwd)
+        assert result.returncode == 0, (failing, result.stderr[-3000:])
+        (new,) = set((cwd / "outputs" / "train" / "runs").glob("*")) - before
+        state = torch.load(new / "checkpoints" / "last.ckpt", weights_only=False)
+        assert state["hyper_parameters"]["net"]["_target_"] == f"dlbasics.nets.{net}"
+        assert state["epoch"] == epochs and state["dlbasics_finished"]
+
+
+def test_resuming_longer_cannot_stretch_a_schedule_spread_over_the_epochs(tmp_path):
+    # scheduler=cosine: T_max is trainer.max_epochs; the checkpoint restores the old T_max.
+    first = run_cli("scheduler=cosine", "trainer.max_epochs=2", "logger=none", "figures=none",
+                    cwd=tmp_path)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = only_run_dir(tmp_path)
+    result = run_cli(f"resume={run}", "trainer.max_epochs=4", cwd=tmp_path)
+    assert result.returncode == 2
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "would change scheduler.T_max (2 -> 4)" in line
+    assert "scheduler=cosine" in line and "ckpt_path" not in line

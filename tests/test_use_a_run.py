@@ -265,6 +265,12 @@ def test_export_agrees_with_the_checkpoint_on_raw_features(runs, kind, fmt, caps
     file = runs[kind] / "export" / f"best.{fmt}"
     about = json.loads(file.with_name(f"best.{fmt}.json").read_text())
     assert not list(file.parent.glob("*.data"))  # one self-contained file
+    if fmt == "onnx":  # what made and checked it
+        import onnxruntime
+        import onnxscript
+
+        assert about["versions"]["onnxruntime"] == onnxruntime.__version__
+        assert about["versions"]["onnxscript"] == onnxscript.__version__
     assert "largest absolute difference" in out
 
     x, _, datamodule = raw_test_split(runs[kind])
@@ -563,3 +569,20 @@ def test_predict_with_an_exported_regression_model(runs, tmp_path, capsys):
         assert code == 0, err
     torch_, onnx = (pd.read_csv(tmp_path / f"{n}.csv") for n in ("torch", "onnx"))
     assert np.abs(torch_["predicted_y"] - onnx["predicted_y"]).max() <= 1e-5
+
+
+@pytest.mark.parametrize("module", [evaluate, predict, export])
+def test_a_truncated_checkpoint_points_to_the_runs_intact_one(runs, module, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(runs["mlp"], run, ignore=shutil.ignore_patterns("export", "eval"))
+    best = run / "checkpoints" / "best.ckpt"
+    best.write_bytes(best.read_bytes()[:100])
+    penguin_like(10, seed=2).to_csv(tmp_path / "in.csv", index=False)
+    argv = [f"run={run}", f"input={tmp_path / 'in.csv'}"] if module is predict else [f"run={run}"]
+    code, _, err = command(module, *argv, capsys=capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    # Not "ckpt=...": the user did not type it; the whole reason, then the way out.
+    assert err.startswith(f"Error: run={run}: its checkpoints/best.ckpt cannot be read"), err
+    assert err.rstrip().endswith("The run's last.ckpt is intact: use it with ckpt=last"), err
+    code, _, err = command(module, *argv, "ckpt=last", capsys=capsys)
+    assert code == 0, err

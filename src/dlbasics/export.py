@@ -96,7 +96,7 @@ def require_onnx() -> None:
 
 
 def write(model: TrainedModel, path: Path, kind: str) -> dict[str, Any]:
-    """Export the raw-feature model to ``path``; returns the versions that made it."""
+    """Export the raw-feature model to ``path``; returns the versions that made and check it."""
     import torch
 
     net = model.raw_feature_model()
@@ -128,7 +128,15 @@ def write(model: TrainedModel, path: Path, kind: str) -> dict[str, Any]:
     opset = next(
         o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")
     )
-    versions.update(onnx=onnx.__version__, opset=int(opset))
+    import onnxruntime  # checks the file in largest_difference
+    import onnxscript  # what torch.onnx.export(dynamo=True) translates the graph with
+
+    versions.update(
+        onnx=onnx.__version__,
+        onnxscript=onnxscript.__version__,
+        onnxruntime=onnxruntime.__version__,
+        opset=int(opset),
+    )
     return versions
 
 

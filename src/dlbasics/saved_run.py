@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +65,12 @@ class SavedRun:
         from dlbasics.module import SupervisedModule
 
         path = self.checkpoint(choice)
-        state = read_checkpoint(path, "ckpt", use_best="use it with ckpt=best")
+        own = path.parent == self.directory / "checkpoints"
+        state = read_checkpoint(
+            path,
+            f"{self.key}={self.directory}: its checkpoints/{path.name}" if own else f"ckpt={path}:",
+            lambda other: f"use it with ckpt={other.stem if own else other}",
+        )
         hyper = state.get("hyper_parameters") or {}
         if "net" not in hyper or not isinstance(state.get("state_dict"), dict):
             raise ConfigError(f"ckpt={path}: not a checkpoint of a dlbasics run")
@@ -268,32 +275,33 @@ def feature_columns(description: dict[str, Any]) -> list[str]:
     return names if len(names) == count else [f"x{i + 1}" for i in range(count)]
 
 
-def read_checkpoint(path: Path, key: str, use_best: str | None = None) -> dict:
-    """The checkpoint at ``path`` loaded on the CPU, or a ConfigError saying why it cannot be.
+def read_checkpoint(path: Path, label: str, use_other: Callable[[Path], str] | None = None) -> dict:
+    """The checkpoint at ``path`` loaded on the CPU, or a ConfigError starting with ``label``
+    that says why it cannot be.
 
-    When it is unreadable and the run's ``best.ckpt`` is intact, the message says how to
-    use that instead: ``use_best`` (``{best}`` is its path), by default a new run from it.
+    When it is unreadable and the other checkpoint of its run (``best.ckpt`` or
+    ``last.ckpt``) is intact, the message ends with ``use_other(that path)``: how to use it.
     """
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except FileNotFoundError:
-        raise ConfigError(f"{key}={path}: no such file") from None
+        raise ConfigError(f"{label.rstrip(':')}: no such file") from None
     except Exception as error:  # truncated, not a checkpoint at all, ...
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
-        best = Path(path).with_name("best.ckpt")
-        use_best = (
-            use_best or "start a new run from it with python -m dlbasics.train ckpt_path={best}"
-        )
+        # Its first sentence: torch's zip reader goes on for lines about what might be wrong.
+        reason = " ".join(str(error).split()).split(". ")[0].rstrip(".") or type(error).__name__
+        other = next((o for o in _others(Path(path)) if _readable(o)), None)
         hint = (
-            f" The run's best.ckpt is intact: {use_best.format(best=best)}"
-            if best.is_file() and best != Path(path) and _readable(best)
-            else ""
+            f" The run's {other.name} is intact: {use_other(other)}" if other and use_other else ""
         )
-        raise ConfigError(
-            f"{key}={path}: cannot be read as a checkpoint ({reason}).{hint}"
-        ) from None
+        raise ConfigError(f"{label} cannot be read as a checkpoint ({reason}).{hint}") from None
+
+
+def _others(path: Path) -> list[Path]:
+    """The run's other checkpoints beside ``path``, best first."""
+    names = [n for n in ("best.ckpt", "last.ckpt") if n != path.name]
+    return [path.with_name(n) for n in names if path.with_name(n).is_file()]
 
 
 def _readable(path: Path) -> bool:
@@ -304,3 +312,37 @@ def _readable(path: Path) -> bool:
     except Exception:
         return False
     return True
+
+
+# Overrides a new run must not inherit: another checkpoint, the run's own directory, a search.
+NOT_INHERITED = ("ckpt_path", "hydra", "hparams_search")
+
+
+def run_overrides(saved: SavedRun) -> list[str]:
+    """The overrides the run was started with (``.hydra/overrides.yaml``) and those its
+    resumes added (``.hydra/resumes.yaml``); a relative ``data.path`` made absolute."""
+    hydra = saved.directory / ".hydra"
+    started = hydra / "overrides.yaml"
+    overrides = list(OmegaConf.load(started)) if started.is_file() else []
+    if (hydra / "resumes.yaml").is_file():
+        for resume in OmegaConf.load(hydra / "resumes.yaml"):
+            overrides += list(resume.overrides)
+    data_path = OmegaConf.select(saved.config, "data.path")
+    return [f"data.path={data_path}" if o.startswith("data.path=") else o for o in overrides]
+
+
+def train_command(overrides: list[str], checkpoint: Path | None = None) -> str:
+    """``python -m dlbasics.train`` with ``overrides`` (a later one replacing an earlier one
+    of its key; a group choice such as ``model=linreg`` also the earlier ``model.*`` ones),
+    from ``checkpoint`` if given; quoted for the shell."""
+    merged: dict[str, str] = {}
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if any(key == k or key.startswith((k + ".", k + "/")) for k in NOT_INHERITED):
+            continue
+        if "." not in key:
+            merged = {k: o for k, o in merged.items() if not k.startswith(key + ".")}
+        merged.pop(key, None)
+        merged[key] = override
+    start = [f"ckpt_path={checkpoint}"] if checkpoint else []
+    return shlex.join(["python", "-m", "dlbasics.train", *start, *merged.values()])
