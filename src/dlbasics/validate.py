@@ -51,8 +51,8 @@ def check_overrides(
     folders, whose options are checked like the package's.
     """
     every = parse_overrides(overrides)
-    search_path = [*(_as_search_path(d) for d in config_dirs), *_search_path_override(every)]
-    searching = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
+    search_path = _user_search_path(config_dirs, every)
+    searching = _searching(search_path)
     parsed = [o for o in every if _is_ours(o)]
     options = group_options(search_path)
     for override in parsed:
@@ -110,13 +110,21 @@ def launcher_settings(overrides: list[str], config_dirs: Iterable[str] = ()) -> 
 
 @functools.cache  # asked by several checks of one command line
 def _launcher_settings(overrides: tuple[str, ...], config_dirs: tuple[str, ...]) -> DictConfig:
-    search_path = [*(_as_search_path(d) for d in config_dirs)]
-    search_path += _search_path_override(parse_overrides(overrides))
-    searching = [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
+    searching = _searching(_user_search_path(config_dirs, parse_overrides(overrides)))
     chosen = [
         o for o in overrides if o.lstrip("+").startswith(("hydra/launcher=", "hydra.launcher."))
     ]
     return _compose([*searching, *chosen], hydra=True).hydra.launcher
+
+
+def _user_search_path(config_dirs: Iterable[str], parsed: list) -> list[str]:
+    """The user's own config folders: ``--config-dir`` and a ``hydra.searchpath`` override."""
+    return [*(_as_search_path(d) for d in config_dirs), *_search_path_override(parsed)]
+
+
+def _searching(search_path: list[str]) -> list[str]:
+    """The override that adds ``search_path`` to Hydra's, or none."""
+    return [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
 
 
 def runs_here(overrides: list[str], config_dirs: Iterable[str] = ()) -> bool:
