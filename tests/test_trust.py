@@ -43,6 +43,7 @@ def one_error_line(result) -> str:
         (["callbacks=early_stopping", "data.val_fraction=0"], "leaves no validation split"),
         (["callbacks.checkpoint.every_n_epochs=0"], "every_n_epochs=0: must be a whole number"),
         (["ckpt_path=missing.ckpt"], "ckpt_path=missing.ckpt: no such file"),
+        (["data=moons", "data.n_samples=5"], "5 rows are too few for data.val_fraction=0.1"),
         (["scheduler=step", "scheduler.step_size=0"], "scheduler.step_size=0: must be a whole"),
         (["scheduler=step", "scheduler.gamma=-3"], "scheduler.gamma=-3: must be a number above"),
         (["scheduler=plateau", "scheduler.factor=0"], "scheduler.factor=0: the learning rate"),

@@ -55,6 +55,24 @@ def encode_labels(labels: np.ndarray, key: str = "data") -> tuple[np.ndarray, li
     return indices.astype(np.int64), [str(label) for label in classes]
 
 
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """The rows of the validation and test splits of ``n`` rows, or a DataError naming the
+    keys when a split would get no row or no training row would be left."""
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    for key, fraction, rows in (("val", val_fraction, n_val), ("test", test_fraction, n_test)):
+        if fraction > 0 and rows == 0:
+            raise DataError(
+                f"{n} rows are too few for data.{key}_fraction={fraction:g} (it gives 0 rows): "
+                f"use more rows or data.{key}_fraction=0"
+            )
+    if n - n_val - n_test < 1:
+        raise DataError(
+            f"{n} rows leave no training rows with data.val_fraction={val_fraction:g} "
+            f"and data.test_fraction={test_fraction:g}"
+        )
+    return n_val, n_test
+
+
 def split_rows(
     x: np.ndarray,
     y: np.ndarray,
@@ -71,18 +89,7 @@ def split_rows(
     from sklearn.model_selection import train_test_split
 
     n = len(x)
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    for key, fraction, rows in (("val", val_fraction, n_val), ("test", test_fraction, n_test)):
-        if fraction > 0 and rows == 0:
-            raise DataError(
-                f"{n} rows are too few for data.{key}_fraction={fraction:g} (it gives 0 rows): "
-                f"use more rows or data.{key}_fraction=0"
-            )
-    if n - n_val - n_test < 1:
-        raise DataError(
-            f"{n} rows leave no training rows with data.val_fraction={val_fraction:g} "
-            f"and data.test_fraction={test_fraction:g}"
-        )
+    n_val, n_test = split_sizes(n, val_fraction, test_fraction)
     empty = (x[:0], y[:0])
 
     def cut(xs: np.ndarray, ys: np.ndarray, size: int, cut_seed: int):

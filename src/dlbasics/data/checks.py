@@ -3,7 +3,8 @@
 Reading a user's CSV file takes pandas, not Lightning: :func:`check_data` reads and checks
 it the way :class:`~dlbasics.data.CsvData` will, and tries the split, so a bad file or a
 split it cannot give is reported within a second or two, before any run directory exists.
-Data from a generator or scikit-learn are checked when the run loads them.
+Generated data are checked for the split their row count allows; the rest of their checks
+run when the run loads them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ CSV_TARGETS = ("dlbasics.data.CsvData", "dlbasics.data.csv_file.CsvData")
 def check_data(data: DictConfig) -> None:
     """Raise the DataError or ConfigError that loading ``data`` (``cfg.data``) would raise."""
     if data.get("_target_") not in CSV_TARGETS:
+        check_generated_sizes(data)
         return
     from dlbasics.data.arrays import check_target_scaling, encode_labels
     from dlbasics.data.table import split_file_rows
@@ -39,6 +41,16 @@ def check_data(data: DictConfig) -> None:
         stratify=table.task == "classification" and options.get("stratify", True),
         seed=options.get("split_seed", 0),
     )
+
+
+def check_generated_sizes(data: DictConfig) -> None:
+    """Generated data name their row count (``n_samples``): a split it cannot give is
+    reported from that number, before anything is generated or imported."""
+    n = data.get("n_samples")
+    if isinstance(n, int) and n > 0:
+        from dlbasics.data.arrays import split_sizes
+
+        split_sizes(n, data.get("val_fraction", 0.1), data.get("test_fraction", 0.1))
 
 
 def check_file(data: DictConfig) -> None:
