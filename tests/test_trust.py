@@ -146,6 +146,28 @@ def test_ctrl_c_while_starting_leaves_nothing_behind(tmp_path, seconds):
     assert runs_in(tmp_path) == []
 
 
+def test_ctrl_c_while_hydra_saves_the_runs_config_leaves_nothing_behind(tmp_path):
+    # The moment a timed Ctrl-C sometimes hits: Hydra has made the run directory and saved
+    # config.yaml, and forgets its own config as the interrupt passes through it.
+    script = (
+        "import sys, hydra.core.utils as utils\n"
+        "save = utils._save_config\n"
+        "def interrupted(cfg, filename, output_dir):\n"
+        "    save(cfg, filename, output_dir)\n"
+        "    raise KeyboardInterrupt\n"
+        "utils._save_config = interrupted\n"
+        "from dlbasics.train import main\n"
+        "sys.argv = ['dlbasics.train', 'trainer.max_epochs=1']\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert "interrupted before training started" in done.stdout + done.stderr
+    assert (tmp_path / "outputs").is_dir()  # Hydra had made the run directory
+    assert runs_in(tmp_path) == []
+
+
 # -- checkpoints: another model's, a truncated one, a run in use -----------------------------
 
 

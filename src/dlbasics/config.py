@@ -5,6 +5,7 @@ Kept free of torch and Lightning imports: `--help` and `--cfg job` go through he
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 from pathlib import Path
@@ -30,6 +31,22 @@ EXPERIMENTS_DIR = _find("experiments")
 # same time have different ids, so runs started in the same second get different folders.
 if not OmegaConf.has_resolver("dlbasics_pid"):
     OmegaConf.register_new_resolver("dlbasics_pid", os.getpid, use_cache=True)
+
+# Each run directory Hydra named in this process (``hydra.run.dir``), newest last. A Ctrl-C
+# while Hydra is still making one (saving its config, before the job starts) leaves it to
+# ``dlbasics.train.main`` to remove: Hydra forgets its own config as the interrupt passes.
+NAMED_RUN_DIRS: list[Path] = []
+
+
+def _run_dir(parent: str) -> str:
+    """``<parent>/<date>_<time>_<process id>``, remembered in :data:`NAMED_RUN_DIRS`."""
+    path = f"{parent}/{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}_{os.getpid()}"
+    NAMED_RUN_DIRS.append(Path(path))
+    return path
+
+
+if not OmegaConf.has_resolver("dlbasics_run_dir"):
+    OmegaConf.register_new_resolver("dlbasics_run_dir", _run_dir)
 
 
 # -- what a run was started with, and a name that says it -------------------------------

@@ -330,7 +330,7 @@ def main() -> None:
         # Ctrl-C while checking or while Hydra starts a job, outside any job: a job that
         # claimed its run directory cleans up itself, and training stops gracefully.
         # A search says itself what was kept; so does a multirun whose jobs run elsewhere.
-        if not resume:
+        if not resume and not {"-m", "--multirun"} & set(arguments):
             _discard_half_made_run()
         if str(interrupt):
             _exit_interrupted(str(interrupt))
@@ -422,19 +422,16 @@ def _exit_interrupted(message: str) -> None:
 
 def _discard_half_made_run() -> None:
     """Ctrl-C while Hydra was making a single run's directory (config files, log), before
-    the job itself began: remove what it wrote, as the job would have."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf
-
+    the job itself began: remove what it wrote, as the job would have. Hydra has forgotten
+    its config by now; the directories it named in this process are remembered
+    (:data:`dlbasics.config.NAMED_RUN_DIRS`)."""
+    from dlbasics.config import NAMED_RUN_DIRS
     from dlbasics.rundir import discard_unfinished
 
-    if not HydraConfig.initialized() or is_helper_process():
+    if is_helper_process():
         return
-    hydra_cfg = HydraConfig.get()
-    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None)
-    if hydra_cfg.mode == RunMode.RUN and output_dir:
-        discard_unfinished(Path(output_dir), "interrupted", in_sweep=False)
+    for directory in NAMED_RUN_DIRS:
+        discard_unfinished(directory, "interrupted", in_sweep=False)
 
 
 def _quiet_helper() -> None:
