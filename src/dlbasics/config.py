@@ -27,26 +27,30 @@ def _find(name: str) -> Path:
 CONFIG_DIR = _find("conf")
 EXPERIMENTS_DIR = _find("experiments")
 
-# Part of every run directory's name (see conf/hydra/default.yaml): processes alive at the
-# same time have different ids, so runs started in the same second get different folders.
-if not OmegaConf.has_resolver("dlbasics_pid"):
-    OmegaConf.register_new_resolver("dlbasics_pid", os.getpid, use_cache=True)
-
 # Each run directory Hydra named in this process (``hydra.run.dir``), newest last. A Ctrl-C
 # while Hydra is still making one (saving its config, before the job starts) leaves it to
 # ``dlbasics.train.main`` to remove: Hydra forgets its own config as the interrupt passes.
 NAMED_RUN_DIRS: list[Path] = []
 
 
+def _stamped(parent: str) -> str:
+    """``<parent>/<date>_<time>_<process id>`` (see conf/hydra/default.yaml): processes alive
+    at the same time have different ids, so directories named in the same second differ."""
+    return f"{parent}/{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}_{os.getpid()}"
+
+
 def _run_dir(parent: str) -> str:
-    """``<parent>/<date>_<time>_<process id>``, remembered in :data:`NAMED_RUN_DIRS`."""
-    path = f"{parent}/{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}_{os.getpid()}"
+    """A run's directory, :func:`_stamped` and remembered in :data:`NAMED_RUN_DIRS`."""
+    path = _stamped(parent)
     NAMED_RUN_DIRS.append(Path(path))
     return path
 
 
+# Cached like Hydra's own ${now:}: each reading of a config's directory gives the same name.
+if not OmegaConf.has_resolver("dlbasics_sweep_dir"):
+    OmegaConf.register_new_resolver("dlbasics_sweep_dir", _stamped, use_cache=True)
 if not OmegaConf.has_resolver("dlbasics_run_dir"):
-    OmegaConf.register_new_resolver("dlbasics_run_dir", _run_dir)
+    OmegaConf.register_new_resolver("dlbasics_run_dir", _run_dir, use_cache=True)
 
 
 # -- what a run was started with, and a name that says it -------------------------------
