@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,8 +210,10 @@ def joblib_workers(launcher: DictConfig) -> int | None:
     one per core), or None for another launcher."""
     if "joblib" not in str(launcher.get("_target_", "")):
         return None
+    from dlbasics.validate import usable_cores  # validate imports this module
+
     n_jobs = int(launcher.get("n_jobs") or 1)
-    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    return n_jobs if n_jobs > 0 else max(1, usable_cores() + 1 + n_jobs)
 
 
 def search_selected(cfg: DictConfig) -> bool:

@@ -294,8 +294,9 @@ def share_cores_with_parallel_jobs() -> None:
     import torch
 
     from dlbasics.report import FILE_ONLY
+    from dlbasics.validate import usable_cores
 
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     torch.set_num_threads(max(1, cores // workers))
     log.info(
         "torch threads: %d (%d parallel jobs share %d cores)",
