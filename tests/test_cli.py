@@ -154,7 +154,7 @@ def test_readme_commands_compose(make_config):
     """Every `python -m dlbasics.train ...` line of the README names real groups and keys."""
     import shlex
 
-    from dlbasics.train import check_command_line
+    from dlbasics.prechecks import check_command_line
 
     commands = [
         line.strip()

@@ -19,7 +19,7 @@ from conftest import read_csv_metrics, run_cli
 from dlbasics.errors import ConfigError
 from dlbasics.objective import Outcome, choose_objective
 from dlbasics.search import distribution, parse_space
-from dlbasics.train import check_command_line
+from dlbasics.prechecks import check_command_line
 
 TINY = ["trainer.max_epochs=3", "data.n_samples=200"]
 

@@ -72,7 +72,7 @@ def test_a_copy_of_the_slurm_config_in_the_users_folder_sends_jobs_to_slurm(tmp_
 
 def test_devices_of_jobs_sent_to_a_cluster_are_not_checked_against_this_machine():
     from dlbasics.errors import ConfigError
-    from dlbasics.train import check_command_line
+    from dlbasics.prechecks import check_command_line
 
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=64"]
     slurm = ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=64"]

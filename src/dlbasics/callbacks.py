@@ -1,4 +1,5 @@
-"""Callbacks: checkpoints that cost little, and a progress display that costs little."""
+"""Callbacks: checkpoints that cost little, a progress display that costs little (a table of
+epochs in a notebook), the run's history of epoch metrics, and a graceful stop."""
 
 from __future__ import annotations
 
@@ -208,6 +209,7 @@ class EpochProgressBar(ProgressBar):
         self._epochs: TaskID | None = None
         self._chunks: TaskID | None = None
         self._updated_at = 0.0
+        self._table = None  # in a notebook: dlbasics.notebook.EpochTable
 
     def disable(self) -> None:
         self._enabled = False
@@ -217,6 +219,13 @@ class EpochProgressBar(ProgressBar):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._enabled:
+            return
+        from dlbasics.report import console
+
+        if console.is_jupyter:  # a notebook: a table of epochs, updated in place
+            from dlbasics.notebook import EpochTable
+
+            self._table = EpochTable(trainer.max_epochs, done=trainer.current_epoch)
             return
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -235,6 +244,10 @@ class EpochProgressBar(ProgressBar):
         self._chunks = self._progress.add_task("Batches", total=None, metrics="", visible=False)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._table is not None and trainer.current_epoch > 0:
+            # The module publishes an epoch's metrics after the callbacks' epoch-end hooks:
+            # the row of the epoch just trained is complete now.
+            self._table.add(trainer.current_epoch, trainer.callback_metrics, self._due())
         if self._progress is not None and trainer.num_training_batches > 1:
             self._progress.reset(self._chunks, total=trainer.num_training_batches, visible=False)
 
@@ -264,6 +277,9 @@ class EpochProgressBar(ProgressBar):
         self._progress.update(self._epochs, completed=epochs_done, metrics=metrics)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._table is not None:
+            self._table.add(trainer.current_epoch, trainer.callback_metrics, show=True)
+            self._table = None
         if self._progress is not None:
             # The final state, whatever the throttle skipped (the epoch counter has moved on).
             self._show_epoch(trainer, epochs_done=trainer.current_epoch)
@@ -273,6 +289,9 @@ class EpochProgressBar(ProgressBar):
         self._stop()
 
     def _stop(self) -> None:
+        if self._table is not None:
+            self._table.show()
+            self._table = None
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -395,3 +414,63 @@ class TrackBest(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.best = {key: (pair[0], pair[1]) for key, pair in state_dict["best"].items()}
+
+
+class History(Callback):
+    """One row per epoch of every train/ and val/ metric the module logged, written to
+    ``<run dir>/history.csv`` when training ends or stops (what ``Run.history`` reads, as
+    Keras' ``History`` and fastai's ``Recorder`` keep it). A resumed run keeps the rows of
+    the epochs its checkpoint holds and appends its own."""
+
+    chunk_safe = True  # no per-step hooks
+    FILE = "history.csv"
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / self.FILE
+        self.rows: dict[int, dict[str, float]] = {}  # epoch counted from 1 -> metrics
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.rows = {}
+        if self.path.is_file():  # resumed: the epochs before the checkpoint's
+            import csv
+
+            with open(self.path, newline="") as handle:
+                for row in csv.DictReader(handle):
+                    epoch = int(row.pop("epoch"))
+                    if epoch <= trainer.current_epoch:
+                        self.rows[epoch] = {k: float(v) for k, v in row.items() if v != ""}
+
+    # As in TrackBest: an epoch's training metrics are published after the callbacks'
+    # epoch-end hooks, so its row is taken when the next epoch starts, or when training ends.
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self._take(trainer, trainer.current_epoch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self._take(trainer, trainer.current_epoch)
+        self.write()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.write()
+
+    def _take(self, trainer: pl.Trainer, epoch: int) -> None:
+        self.rows[epoch] = {
+            name: float(value)
+            for name, value in trainer.callback_metrics.items()
+            if name.startswith(("train/", "val/"))
+        }
+
+    def write(self) -> None:
+        import csv
+
+        if not self.rows:
+            return
+        names = sorted({name for row in self.rows.values() for name in row})
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        with open(partial, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["epoch", *names])
+            writer.writeheader()
+            for epoch in sorted(self.rows):
+                writer.writerow({"epoch": epoch, **self.rows[epoch]})
+        partial.replace(self.path)

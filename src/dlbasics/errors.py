@@ -1,9 +1,25 @@
 """Errors a user can act on. ``python -m dlbasics.train`` prints their message as one short
-message and exits non-zero, without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one)."""
+message and exits non-zero, without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one);
+:func:`dlbasics.fit` and the other Python functions raise them, with the same message."""
 
 
 class DlbasicsError(Exception):
     """Base of the errors reported to the user without a traceback."""
+
+    # What was done with the run's directory when this error ended it, in words (set by
+    # dlbasics.train.job: "removed ... (no checkpoint was written)", "marked failed: ...").
+    cleanup: str | None = None
+
+    def _render_traceback_(self) -> list[str]:
+        """In IPython and Jupyter: the one line, as the command line prints it, without the
+        traceback through Hydra and Lightning (``%xmode``/``HYDRA_FULL_ERROR=1`` aside)."""
+        import os
+
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            import traceback
+
+            return traceback.format_exception(self)
+        return [f"{type(self).__name__}: {self}"]
 
 
 class ConfigError(DlbasicsError):

@@ -29,21 +29,32 @@ from dlbasics.saved_run import SavedRun, TrainedModel, open_run
 
 def main(argv: list[str]) -> None:
     options, overrides = commands.parse(argv, ("run", "ckpt"), "evaluate", passthrough="data.")
-    saved = open_run(options.get("run"))
+    metrics, model, scored, folder = evaluate_run(options.get("run"), options.get("ckpt"), overrides)
+    print_metrics(metrics, model, scored["data"], folder)
+
+
+def evaluate_run(
+    run: str | Path | None, ckpt: str | None = None, overrides: list[str] = ()
+) -> tuple[dict[str, float], TrainedModel, dict, Path]:
+    """Score run ``run``'s checkpoint ``ckpt`` on its test split, or on its data with
+    ``overrides`` (``data.path=new.csv``); write ``<run dir>/eval/<date>_<time>/``.
+    Returns the metrics, the model, what was scored and the folder written."""
+    overrides = list(overrides)
+    saved = open_run(run)
     data = data_config(saved, overrides)
     if overrides:  # the user's file is read and checked before Lightning is imported
         from dlbasics.data.checks import check_file
 
         check_file(data)
-    saved.checkpoint(options.get("ckpt"))  # a missing checkpoint is reported before loading
+    saved.checkpoint(ckpt)  # a missing checkpoint is reported before loading
 
-    model = saved.load(options.get("ckpt"))
+    model = saved.load(ckpt)
     metrics, scored = evaluate(model, saved, data, overrides)
     folder = new_folder(saved.directory / "eval")
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     about = {"run": str(saved.directory), "checkpoint": str(model.checkpoint), **scored}
     (folder / "evaluated.json").write_text(json.dumps(about, indent=2) + "\n")
-    print_metrics(metrics, model, scored["data"], folder)
+    return metrics, model, scored, folder
 
 
 def new_folder(parent: Path) -> Path:

@@ -45,15 +45,31 @@ class ExportMismatch(DlbasicsError):
 
 def main(argv: list[str]) -> None:
     options, _ = commands.parse(argv, ("run", "format", "ckpt"), "export")
-    kind = options.get("format", "onnx")
+    target, checkpoint, kind, rows, difference = export_run(
+        options.get("run"), options.get("format", "onnx"), options.get("ckpt")
+    )
+    sidecar = target.with_name(target.name + ".json")
+    print(
+        f"Exported {checkpoint} as {kind}: {target} ({target.stat().st_size / 1024:.0f} KiB)\n"
+        f"Checked on the run's {rows}: largest absolute difference {difference:.2g} "
+        f"(limit {TOLERANCE:g}). Columns and classes: {sidecar}"
+    )
+
+
+def export_run(
+    run: str | Path | None, kind: str = "onnx", ckpt: str | None = None
+) -> tuple[Path, Path, str, str, float]:
+    """Export run ``run``'s checkpoint ``ckpt`` as ``kind`` and check it; returns the file
+    written, the checkpoint, the format, the rows it was checked on and the largest
+    difference found."""
     if kind not in FORMATS:
         raise ConfigError(f"format={kind}: choose one of {', '.join(FORMATS)}")
-    saved = open_run(options.get("run"))
-    checkpoint = saved.checkpoint(options.get("ckpt"))
+    saved = open_run(run)
+    checkpoint = saved.checkpoint(ckpt)
     if kind == "onnx":
         require_onnx()
 
-    model = saved.load(options.get("ckpt"))
+    model = saved.load(ckpt)
     # A checkpoint of another run (ckpt=<file>) is named by that run, not over this one's.
     own = checkpoint.parent == saved.directory / "checkpoints"
     name = checkpoint.stem if own else f"{checkpoint.parent.parent.name}-{checkpoint.stem}"
@@ -77,11 +93,7 @@ def main(argv: list[str]) -> None:
     finally:
         partial.unlink(missing_ok=True)
         about.unlink(missing_ok=True)
-    print(
-        f"Exported {checkpoint} as {kind}: {target} ({target.stat().st_size / 1024:.0f} KiB)\n"
-        f"Checked on the run's {rows}: largest absolute difference {difference:.2g} "
-        f"(limit {TOLERANCE:g}). Columns and classes: {sidecar}"
-    )
+    return target, checkpoint, kind, rows, difference
 
 
 def require_onnx() -> None:

@@ -71,6 +71,16 @@ class Model:
 def main(argv: list[str]) -> None:
     keys = ("run", "model", "input", "output", "ckpt")
     options, _ = commands.parse(argv, keys, "predict")
+    output, rows, seconds, name = predict_to_file(options)
+    print(
+        f"Predicted {rows} rows with {name} in {seconds:.1f} s "
+        f"({rows / max(seconds, 1e-9):,.0f} rows/s): {output}"
+    )
+
+
+def predict_to_file(options: dict[str, str]) -> tuple[Path, int, float, str]:
+    """Predict ``options["input"]`` (a CSV file) with ``run=`` or ``model=``; returns the
+    output file, the rows predicted, the seconds it took and what predicted."""
     if not options.get("input"):
         raise ConfigError("input= is required: the CSV file to predict on")
     source = Path(options["input"]).expanduser()
@@ -94,11 +104,7 @@ def main(argv: list[str]) -> None:
     check_output_names(header, model)
     started = time.perf_counter()
     rows = predict_file(model, source, output, header, sep)
-    seconds = time.perf_counter() - started
-    print(
-        f"Predicted {rows} rows with {model.name} in {seconds:.1f} s "
-        f"({rows / max(seconds, 1e-9):,.0f} rows/s): {output}"
-    )
+    return output, rows, time.perf_counter() - started, model.name
 
 
 def describe(options: dict[str, str]) -> tuple[dict[str, Any], Path]:

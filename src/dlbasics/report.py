@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,6 +34,17 @@ class NotOnConsole(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not getattr(record, "file_only", False)
+
+
+def plain_when_captured() -> None:
+    """Output that is not a terminal (a pipe, a file, a CI log, ``!python -m ...`` in a
+    notebook) gets no ANSI escape codes and no cursor moves, although a Jupyter kernel sets
+    ``FORCE_COLOR`` for every process it starts. ``TTY_COMPATIBLE=1`` asks for them anyway
+    (Rich's own switch); set by the command line for its process and the ones it starts."""
+    if "TTY_COMPATIBLE" in os.environ or sys.stdout.isatty():
+        return
+    os.environ["TTY_COMPATIBLE"] = "0"
+    rich.reconfigure()  # Rich decides on colours when a console is made
 
 
 def use_full_width() -> None:

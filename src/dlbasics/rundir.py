@@ -30,6 +30,7 @@ _RUN_FILES = (
     "data.json",
     "metrics.json",
     "objective.json",
+    "history.csv",
     "figures",
     "job.out",
     "job.err",

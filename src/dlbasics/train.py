@@ -1,31 +1,32 @@
 """Train a model from the config tree: ``python -m dlbasics.train [group=option] [key=value]``.
 
-The flow reads top to bottom in :func:`train`: seed, data, model, trainer, fit, test.
-:func:`main` first checks the command line (one clear line for a mistake, before anything
-heavy is imported), or resumes a run with ``resume=<run dir>``. Torch and Lightning are
-imported inside :func:`train`, so ``--help`` and ``--cfg job`` answer without loading them.
+The experiment reads top to bottom in :func:`train`: seed, data, model, trainer, fit, test,
+save. :func:`job` is one Hydra job around it (its run directory claimed, its values checked,
+nothing half-made left behind on failure); the command line (:mod:`dlbasics.cli`) and the
+Python face (:func:`dlbasics.fit`) both run it. Library code here raises
+:class:`~dlbasics.errors.DlbasicsError`; only the command line turns it into an exit code.
+Torch and Lightning are imported inside :func:`train`, so ``--help`` and ``--cfg job``
+answer without loading them.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from dlbasics.config import CONFIG_DIR, register_experiments
 from dlbasics.errors import ConfigError, DlbasicsError, RunInterrupted, TrainingDiverged
 from dlbasics.rundir import is_helper_process
 
 log = logging.getLogger("dlbasics")
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one experiment described by a composed config; return its final metrics."""
+def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
+    """Run one experiment described by a composed config; return its final metrics.
+
+    ``show_config``: print the composed config as a tree first (the command line does;
+    in a notebook ``run.config`` shows it on demand)."""
     import lightning.pytorch as pl
     import torch
 
@@ -38,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         quiet_lightning,
         start_session,
     )
-    from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop, TrackBest
+    from dlbasics.callbacks import BestAndLastCheckpoint, GracefulStop, History, TrackBest
     from dlbasics.objective import choose_objective, objective_settings
     from dlbasics.resume import check_checkpoint
     from dlbasics.search import search_selected
@@ -48,7 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     report.use_full_width()
     if writes:
         report.log_overrides(cfg)
-        if not _in_sweep():  # a sweep's job: Hydra has printed its overrides
+        if show_config and not _in_sweep():  # a sweep's job: Hydra printed its overrides
             report.print_config(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision") or "highest")
@@ -68,6 +69,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     objective = choose_objective(datamodule.task, *objective_settings(cfg))
     tracker = TrackBest(objective.metric, objective.direction)
     callbacks.append(tracker)
+    if writes:  # one row per epoch in <run dir>/history.csv, what Run.history reads
+        callbacks.append(History(cfg.paths.output_dir))
     will_test = bool(cfg.test) and datamodule.has_split("test")
     if cfg.get("figures"):  # drawn after the test, or after training when no test follows
         callbacks.append(build(cfg.figures, "figures", evaluate_after_fit=not will_test))
@@ -96,7 +99,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         again = (  # a search's trial is not resumed: the search runs another in its place
             "Continue the search: run the same command again (the study keeps its trials)."
             if search_selected(cfg)
-            else f"Resume with:\n  python -m dlbasics.train resume={cfg.paths.output_dir}"
+            else f"Resume with:\n  python -m dlbasics.train resume={cfg.paths.output_dir}\n"
+            f"or in Python: dlbasics.fit(\"resume={cfg.paths.output_dir}\")"
         )
         raise RunInterrupted(
             f"Stopped by {signal_name} after {trainer.current_epoch} epochs; "
@@ -175,94 +179,34 @@ def build_module(cfg: DictConfig, datamodule):
     return module
 
 
-def _kept(checkpoint) -> str:
-    """Where the newest good checkpoint of this run is, for the closing message."""
-    paths = [checkpoint.last_path, checkpoint.best_path] if checkpoint else []
-    newest = max((p for p in paths if p.exists()), key=lambda p: p.stat().st_mtime, default=None)
-    return (
-        f"The last good checkpoint is kept: {newest}." if newest else "No checkpoint was written."
-    )
-
-
-def _in_sweep() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def _choice(cfg: DictConfig, group: str) -> str:
-    """The option chosen for a group (``cnn``), or its class name outside a Hydra run."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return HydraConfig.get().runtime.choices.get(group, "?")
-    return str(cfg[group].get("_target_", "?")).rsplit(".", 1)[-1]
-
-
-# -- the command line -------------------------------------------------------------------
-
-
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def _hydra_app(cfg: DictConfig) -> dict | None:
-    """One Hydra job: check the values, train, and return what a sweeper compares runs by
-    (:func:`job_result`); None when the job failed."""
-
+def job(cfg: DictConfig, show_config: bool = True) -> dict:
+    """One Hydra job: claim its run directory, check the values, :func:`train`, and return
+    :func:`job_result`. A DlbasicsError or a Ctrl-C before training started leaves nothing
+    half-made (a job of a sweep is marked failed instead) and is raised again."""
     from dlbasics.rundir import claim, discard_unfinished, link_job_log
     from dlbasics.validate import check_config
 
     run_dir = Path(cfg.paths.output_dir)
     in_sweep = _in_sweep()
     helper = is_helper_process()  # another rank of a DDP run: the first process owns run_dir
+    if not helper:
+        # Another process's directory raises here, before anything of it is touched.
+        claim(run_dir, "hydra.sweep.dir" if in_sweep else "hydra.run.dir")
+        link_job_log(run_dir)
     try:
-        if helper:
-            _quiet_helper()
-        else:
-            try:
-                claim(run_dir, "hydra.sweep.dir" if in_sweep else "hydra.run.dir")
-            except DlbasicsError as error:
-                _fail(error)  # another process's directory: leave it alone
-            link_job_log(run_dir)
         share_cores_with_parallel_jobs()
         check_config(cfg)
-        metrics = train(cfg)
+        metrics = train(cfg, show_config=show_config)
     except KeyboardInterrupt:
-        # Before the graceful-stop handler is installed (imports, loading the data).
-        _interrupted_while_starting(run_dir, helper, in_sweep)
+        # Before the graceful-stop handler was installed (imports, loading the data).
+        if not helper:
+            discard_unfinished(run_dir, "interrupted", in_sweep)
+        raise
     except DlbasicsError as error:
-        done = None if helper else discard_unfinished(run_dir, f"Error: {error}", in_sweep)
-        if not in_sweep or isinstance(error, RunInterrupted):
-            _fail(error)
-        # One job of a sweep failing (say, a learning rate that diverges) ends that job only.
-        log.error("Error: %s%s", error, f" ({done})" if done else "")
-        return None
-    except Exception:
-        if not _CTRL_C["seen"]:
-            raise
-        # A Ctrl-C that a library swallowed, leaving an error of its own behind.
-        _interrupted_while_starting(run_dir, helper, in_sweep)
+        if not helper:
+            error.cleanup = discard_unfinished(run_dir, f"Error: {error}", in_sweep)
+        raise
     return job_result(run_dir, metrics)
-
-
-def _interrupted_while_starting(run_dir: Path, helper: bool, in_sweep: bool) -> None:
-    from dlbasics.rundir import discard_unfinished
-
-    if not helper:
-        discard_unfinished(run_dir, "interrupted", in_sweep)
-    _exit_interrupted("interrupted before training started; nothing was kept")
-
-
-# Set by the first Ctrl-C. C code can swallow a KeyboardInterrupt: torch hands a Ctrl-C that
-# arrives while it loads numpy's C module to numpy, carries on without it, and the next
-# `import numpy` fails with "cannot load module more than once per process". Whatever error
-# follows a Ctrl-C before training is then reported as the interruption it is. (A plain
-# dict: launchers that pickle the job function by value, submitit and joblib, take it along.)
-_CTRL_C = {"seen": False}
-
-
-def _remember_ctrl_c(signum, frame) -> None:
-    _CTRL_C["seen"] = True
-    raise KeyboardInterrupt
 
 
 def job_result(run_dir: Path, metrics: dict[str, float]) -> dict:
@@ -307,162 +251,38 @@ def share_cores_with_parallel_jobs() -> None:
     )
 
 
-def main() -> None:
-    """Entry point of ``python -m dlbasics.train`` and ``dlbasics-train``."""
-    arguments = sys.argv[1:]
-    resume = [a for a in arguments if a.startswith("resume=")]
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _remember_ctrl_c)  # Python's own, plus a note
-    try:
-        register_experiments()  # experiment=NAME from experiments/
-        if resume:
-            from dlbasics.resume import resume_run
-
-            rest = [a for a in arguments if a not in resume]
-            return resume_run(resume[-1].split("=", 1)[1], rest, train, _log_to_run)
-        command_line = _overrides_to_check(arguments)
-        # Another rank of a DDP run, started with the same command line: checked already.
-        if command_line is not None and not is_helper_process():
-            check_command_line(*command_line, multirun=bool({"-m", "--multirun"} & set(arguments)))
-        _hydra_app()
-    except DlbasicsError as error:
-        _fail(error)
-    except KeyboardInterrupt as interrupt:
-        # Ctrl-C while checking or while Hydra starts a job, outside any job: a job that
-        # claimed its run directory cleans up itself, and training stops gracefully.
-        # A search says itself what was kept; so does a multirun whose jobs run elsewhere.
-        if not resume and not {"-m", "--multirun"} & set(arguments):
-            _discard_half_made_run()
-        if str(interrupt):
-            _exit_interrupted(str(interrupt))
-        if {"-m", "--multirun"} & set(arguments):
-            _exit_interrupted(
-                "interrupted; the sweep's finished jobs keep their run directories "
-                "(python -m dlbasics.sweeps <sweep dir> summarises them)"
-            )
-        where = f"; {resume[-1]} is as it was" if resume else ""
-        _exit_interrupted(f"interrupted before training started{where}")
-
-
-def check_command_line(overrides: list[str], config_dirs: list[str], multirun: bool) -> None:
-    """Everything that can be checked before Hydra makes a run directory and Lightning is
-    imported: the overrides and their values, a forced run directory, the user's CSV file."""
-    from dlbasics.data.checks import check_data
-    from dlbasics.validate import (
-        check_launcher,
-        check_multirun_processes,
-        check_overrides,
-        check_run_dir_free,
-        check_search_command,
-        runs_here,
+def _kept(checkpoint) -> str:
+    """Where the newest good checkpoint of this run is, for the closing message."""
+    paths = [checkpoint.last_path, checkpoint.best_path] if checkpoint else []
+    newest = max((p for p in paths if p.exists()), key=lambda p: p.stat().st_mtime, default=None)
+    return (
+        f"The last good checkpoint is kept: {newest}." if newest else "No checkpoint was written."
     )
 
-    check_launcher(overrides, multirun)
-    configs = check_overrides(overrides, config_dirs, here=runs_here(overrides, config_dirs))
-    configs = check_search_command(overrides, configs, multirun, config_dirs)
-    if multirun:
-        check_multirun_processes(overrides, configs, config_dirs)
-    check_run_dir_free(overrides, multirun)
-    seen = set()
-    for cfg in configs:  # each distinct data config of a sweep once
-        key = repr(cfg.data)
-        if key not in seen:
-            seen.add(key)
-            check_data(cfg.data)
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-_CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+def _choice(cfg: DictConfig, group: str) -> str:
+    """The option chosen for a group (``cnn``), or its class name outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get(group, "?")
+    return str(cfg[group].get("_target_", "?")).rsplit(".", 1)[-1]
 
 
-def _overrides_to_check(arguments: list[str]) -> tuple[list[str], list[str]] | None:
-    """The overrides of a plain run or multirun, and the ``--config-dir`` folders; None
-    when a Hydra flag changes what the command means (``--help``, ``--cfg``, ...)."""
-    overrides, config_dirs = [], []
-    rest = iter(arguments)
-    for argument in rest:
-        flag, _, value = argument.partition("=")
-        if flag in _CONFIG_DIR_FLAGS:
-            config_dirs.append(value or next(rest, ""))
-        elif argument in ("-m", "--multirun"):
-            continue
-        elif argument.startswith("-"):
-            return None  # --help, --cfg, --config-name, ...: Hydra answers those itself
-        else:
-            overrides.append(argument)
-    return overrides, config_dirs
 
 
-def _fail(error: DlbasicsError) -> None:
-    """Report a user-facing error in one short message and exit non-zero."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        raise error
-    if logging.getLogger().handlers:  # inside a run: also into the run's log file
-        log.error("Error: %s", error)
-    else:
-        print(f"Error: {error}", file=sys.stderr)
-    if isinstance(error, RunInterrupted):
-        sys.exit(error.exit_code)
-    sys.exit(1 if isinstance(error, TrainingDiverged) else 2)
+def main() -> None:
+    """``python -m dlbasics.train`` and ``dlbasics-train``: see :mod:`dlbasics.cli`."""
+    from dlbasics.cli import main as command_line
 
-
-def _exit_interrupted(message: str) -> None:
-    """Say why, then end with 130 (as a shell reports Ctrl-C) at once.
-
-    ``sys.exit`` is not enough here: when the KeyboardInterrupt passed through code that an
-    extension module ran (importing torch, say), CPython remembers it and, at exit, ends
-    the process by SIGINT anyway, so the caller would see -2 and not the 130 promised.
-    """
-    try:
-        _fail(RunInterrupted(message, 130))
-    except SystemExit:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        logging.shutdown()  # the message reaches train.log too
-        os._exit(130)
-
-
-def _discard_half_made_run() -> None:
-    """Ctrl-C while Hydra was making a single run's directory (config files, log), before
-    the job itself began: remove what it wrote, as the job would have. Hydra has forgotten
-    its config by now; the directories it named in this process are remembered
-    (:data:`dlbasics.config.NAMED_RUN_DIRS`)."""
-    from dlbasics.config import NAMED_RUN_DIRS
-    from dlbasics.rundir import discard_unfinished
-
-    if is_helper_process():
-        return
-    for directory in NAMED_RUN_DIRS:
-        discard_unfinished(directory, "interrupted", in_sweep=False)
-
-
-def _quiet_helper() -> None:
-    """Another rank of a DDP run logs warnings and errors to the console only: the run's
-    log file and its messages are the first process's (Hydra opened a log file for this
-    process too, named after its job; it is closed and removed while still empty)."""
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler):
-            root.removeHandler(handler)
-            handler.close()
-            log_file = Path(handler.baseFilename)
-            # Lightning names a helper's Hydra job train_ddp_process_<rank>; under SLURM every
-            # task shares the first process's train.log, which stays.
-            named_for_helper = "_ddp_process_" in log_file.name
-            if named_for_helper and log_file.is_file() and log_file.stat().st_size == 0:
-                log_file.unlink()
-    logging.getLogger("dlbasics").setLevel(logging.WARNING)
-
-
-def _log_to_run(run_dir) -> None:
-    """Console and ``<run dir>/train.log`` (appended), as Hydra sets them up for a new run."""
-    from dlbasics.report import NotOnConsole
-
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    console.addFilter(NotOnConsole())
-    file = logging.FileHandler(os.path.join(run_dir, "train.log"))
-    file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[console, file], force=True)
+    command_line()
 
 
 if __name__ == "__main__":

@@ -127,6 +127,18 @@ def _searching(search_path: list[str]) -> list[str]:
     return [f"hydra.searchpath=[{','.join(search_path)}]"] if search_path else []
 
 
+def with_search_path(overrides: list[str], config_dirs: Iterable[str] = ()) -> list[str]:
+    """``overrides`` with the user's config folders (``config_dirs`` and any
+    ``hydra.searchpath=[...]`` among them) as one ``hydra.searchpath`` override, first."""
+    parsed = parse_overrides(overrides)
+    rest = [
+        text
+        for text, override in zip(overrides, parsed, strict=True)
+        if override.get_key_element().lstrip("+") != "hydra.searchpath"
+    ]
+    return [*_searching(_user_search_path(config_dirs, parsed)), *rest]
+
+
 def runs_here(overrides: list[str], config_dirs: Iterable[str] = ()) -> bool:
     """Whether the jobs run on this machine: not with a SLURM launcher."""
     return "SlurmLauncher" not in str(launcher_settings(overrides, config_dirs).get("_target_"))
@@ -356,6 +368,12 @@ def check_key_exists(config: DictConfig, key: str) -> None:
     where = f"{parent_key}." if parent_key else ""
     maybe = f" Did you mean {where}{hint[0]}?" if hint else f" Valid keys: {', '.join(keys)}."
     raise ConfigError(f"{key}: no such key.{maybe} (Add a new key with +{key}=...)")
+
+
+def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
+    """``train.yaml`` composed with ``overrides`` (and Hydra's own node if ``hydra``), or a
+    ConfigError with Hydra's first line."""
+    return _compose(overrides, hydra)
 
 
 def _compose(overrides: list[str], hydra: bool = False) -> DictConfig:
