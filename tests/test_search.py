@@ -18,8 +18,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from conftest import read_csv_metrics, run_cli
 from dlbasics.errors import ConfigError
 from dlbasics.objective import Outcome, choose_objective
-from dlbasics.search import distribution, parse_space
 from dlbasics.prechecks import check_command_line
+from dlbasics.search import distribution, parse_space
 
 TINY = ["trainer.max_epochs=3", "data.n_samples=200"]
 

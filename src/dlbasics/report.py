@@ -50,7 +50,12 @@ def plain_when_captured() -> None:
 def use_full_width() -> None:
     """Draw at ``$COLUMNS`` or :data:`WIDTH_OFF_TERMINAL` columns where output is not a
     terminal (a pipe, ``| tee``, a CI log): Rich's 80 cut the config tree, the progress
-    bar ("Epochs ━ 2… … < 0…") and the model summary."""
+    bar ("Epochs ━ 2… … < 0…") and the model summary. In a notebook, tables are HTML
+    (the styles stay there); their plain-text copy gets no ANSI escape codes."""
+    if console.is_jupyter:
+        if console.color_system is not None:
+            rich.reconfigure(color_system=None)
+        return
     if not console.is_terminal and not os.environ.get("COLUMNS", "").isdigit():
         rich.reconfigure(width=WIDTH_OFF_TERMINAL)
 

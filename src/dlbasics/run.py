@@ -127,7 +127,9 @@ class Run:
 
         if isinstance(data, pd.DataFrame):
             return data
-        columns = self._saved.data_description().get("feature_names")
+        from dlbasics.saved_run import feature_columns
+
+        columns = feature_columns(self._saved.data_description())
         array = np.asarray(data)
         if array.ndim == 1:
             array = array[None, :]

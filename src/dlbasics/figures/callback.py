@@ -41,7 +41,7 @@ class RunFigures(Callback):
         evaluate_after_fit: draw the final figures when training ends (no test will run);
             otherwise they are drawn when the test ends.
         max_images: at most this many misclassified images in their grid.
-        **kinds: ``fitted_line``, ``weights``, ``decision_regions``, ``predicted_vs_actual``,
+        **kinds: ``fitted_line``, ``fitted_plane``, ``weights``, ``decision_regions``, ``predicted_vs_actual``,
             ``residuals``, ``confusion_matrix``, ``misclassified``: ``False`` switches it off.
     """
 

@@ -20,12 +20,13 @@ from dlbasics.figures import draw
 from dlbasics.nets import LinearRegression
 
 #: Figures redrawn during training (TensorBoard's step slider shows them change).
-PROGRESS_KINDS = ("fitted_line", "weights", "decision_regions")
+PROGRESS_KINDS = ("fitted_line", "fitted_plane", "weights", "decision_regions")
 #: Figures of the evaluated split, drawn once the model is final.
 EVALUATION_KINDS = ("predicted_vs_actual", "residuals", "confusion_matrix", "misclassified")
 
 DRAW = {
     "fitted_line": draw.fitted_line_figure,
+    "fitted_plane": draw.fitted_plane_figure,
     "weights": draw.weights_figure,
     "decision_regions": draw.decision_regions_figure,
     "predicted_vs_actual": draw.predicted_vs_actual_figure,
@@ -86,6 +87,24 @@ def progress_inputs(
             "x_name": feature_names(datamodule, 1)[0],
             "y_name": datamodule.target_name or "y",
             "title": title,
+        }
+
+    if "fitted_plane" in kinds and regression_one_output and features == 2:
+        # The course's y = x·[2, -3.5] + 5: the points and the fitted plane, in 3-D.
+        grid = draw.plane_grid(np.concatenate([x_train, x_shown]), steps=25)
+        true_z = None
+        if datamodule.true_weights is not None and np.size(datamodule.true_weights) == 2:
+            weights = np.ravel(datamodule.true_weights).astype(float)
+            true_z = grid @ weights + float(datamodule.true_bias or 0.0)
+        inputs["fitted_plane"] = {
+            "points": x_shown,
+            "targets": y_shown,
+            "grid": grid,
+            "fitted_z": predict(module, grid),
+            "true_z": true_z,
+            "feature_names": feature_names(datamodule, 2),
+            "y_name": datamodule.target_name or "y",
+            "title": f"{title}, {split} points",
         }
 
     linear = isinstance(module.net, LinearRegression)

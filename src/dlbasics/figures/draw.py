@@ -136,6 +136,41 @@ def fitted_line_figure(
     return figure
 
 
+def fitted_plane_figure(
+    points: np.ndarray,
+    targets: np.ndarray,
+    grid: np.ndarray,
+    fitted_z: np.ndarray,
+    true_z: np.ndarray | None = None,
+    feature_names: Sequence[str] = ("x1", "x2"),
+    y_name: str = "y",
+    title: str = "",
+) -> Figure:
+    """Two-feature regression in 3-D: the points, the model's fitted surface over a square
+    grid (``grid``, ``(steps², 2)``, from :func:`plane_grid`) and, where known, the true
+    plane as a wire frame."""
+    steps = int(round(np.sqrt(len(grid))))
+    first, second = grid[:, 0].reshape(steps, steps), grid[:, 1].reshape(steps, steps)
+    figure = new_figure((6.0, 5.0))
+    axes = figure.add_subplot(projection="3d")
+    axes.plot_surface(
+        first, second, fitted_z.reshape(steps, steps), color="tab:red", alpha=0.35,
+        linewidth=0, label="fitted",
+    )  # fmt: skip
+    if true_z is not None:
+        axes.plot_wireframe(
+            first, second, true_z.reshape(steps, steps), color="black", linewidth=0.5,
+            rstride=4, cstride=4, label="true plane",
+        )  # fmt: skip
+    axes.scatter(points[:, 0], points[:, 1], np.ravel(targets), color="tab:blue", s=8)
+    # Seen from the side the plane rises towards, so that it shows as a face, not an edge.
+    slope = np.linalg.lstsq(np.column_stack([grid, np.ones(len(grid))]), fitted_z.ravel(), rcond=None)[0]
+    axes.view_init(elev=20, azim=float(np.degrees(np.arctan2(-slope[1], -slope[0]))) + 45)
+    axes.set(xlabel=feature_names[0], ylabel=feature_names[1], zlabel=y_name, title=title)
+    axes.legend(loc="upper left", fontsize="small")
+    return figure
+
+
 def weights_figure(
     names: Sequence[str],
     learned: np.ndarray,

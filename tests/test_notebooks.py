@@ -1,0 +1,76 @@
+"""The notebooks of examples/, executed on a real Jupyter kernel as a learner runs them.
+
+Each notebook runs top to bottom with nbclient; then one more cell, run in the same kernel,
+checks what the learner would look at: the metrics reached, the weights recovered, the
+figures shown. The output cells are checked too: no ANSI escape codes, no terminal
+progress bar squeezed into a cell.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+nbclient = pytest.importorskip("nbclient")
+nbformat = pytest.importorskip("nbformat")
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+# What each notebook must have reached, checked in its own kernel after its last cell.
+CHECKS = {
+    "01_linear_regression.ipynb": """
+assert line.metrics["test/r2"] > 0.9, line.metrics
+assert line.history["train/loss"].iloc[-1] < line.history["train/loss"].iloc[0] / 2
+assert np.allclose(weights, [2.0, -3.5], atol=0.35) and abs(bias - 5.0) < 0.35, (weights, bias)
+assert {"fitted_line"} <= set(line.figures) and {"fitted_plane", "weights"} <= set(plane.figures)
+""",
+    "02_mlp_moons_activations.ipynb": """
+assert set(table.index) == {"relu", "tanh", "sigmoid"}
+assert table["test/acc"].max() > 0.9, table
+assert all(len(run.history) == 15 for run in runs.values())
+""",
+    "03_cnn_digits.ipynb": """
+assert cnn.metrics["test/acc"] > 0.85, cnn.metrics
+assert abs(again.evaluate()["test/acc"] - cnn.metrics["test/acc"]) < 1e-6
+""",
+    "04_hand_derivations.ipynb": """
+assert failed == 0
+assert abs(by_hand[0].item() - w.grad.item()) < 1e-12
+""",
+}
+ANSI = re.compile(r"\x1b\[")
+
+
+def outputs_text(book) -> str:
+    parts = []
+    for cell in book.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            for kind, value in output.get("data", {}).items():
+                if kind.startswith("text/"):
+                    parts.append(value if isinstance(value, str) else "".join(value))
+            parts.extend(output.get("traceback", []))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_notebook_runs_and_reaches_its_results(name, tmp_path, monkeypatch):
+    book = nbformat.read(EXAMPLES / name, as_version=4)
+    book.cells.append(nbformat.v4.new_code_cell(CHECKS[name]))
+    client = nbclient.NotebookClient(
+        book,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},  # runs land in tmp_path/outputs
+    )
+    # One torch thread in the kernel: the suite runs beside it on a 2-core machine.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    client.execute()
+    text = outputs_text(book)
+    assert not ANSI.search(text), "an output cell carries ANSI escape codes"
+    assert not re.search(r"Epochs\s*━", text), "a terminal progress bar was drawn into a cell"
+    if name != "04_hand_derivations.ipynb":
+        assert "<progress" in text and "Epoch " in text  # the table of epochs was drawn
+        assert list((tmp_path / "outputs").glob("*/runs/*/checkpoints/best.ckpt"))
