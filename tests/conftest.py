@@ -1,4 +1,9 @@
-"""Shared test helpers: compose the real config tree with Hydra and run tiny trainings."""
+"""Shared test helpers: compose the real config tree with Hydra and run tiny trainings.
+
+Most tests train in this process with :func:`dlbasics.fit` (the ``fit`` fixture); a
+subprocess (``run_cli``) is kept where a process is the point: exit codes, signals, the
+import-free checks, DDP, launchers, the wheel.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+# One torch thread in this process and in the processes it starts: these nets are
+# overhead-bound, and on a 2-core machine two busy threads per process only contend.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from dlbasics.config import CONFIG_DIR, register_experiments
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from dlbasics.config import CONFIG_DIR, register_experiments  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,3 +79,26 @@ def run_cli(
         timeout=timeout,
         env=environment,
     )
+
+
+@pytest.fixture
+def fit(tmp_path, monkeypatch):
+    """``dlbasics.fit`` run from ``tmp_path`` (relative paths are read there, runs land in
+    ``tmp_path/outputs``), as ``run_cli(..., cwd=tmp_path)`` runs the command line."""
+    import dlbasics
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(*overrides: str, **keywords):
+        return dlbasics.fit(*overrides, **keywords)
+
+    return run
+
+
+def fit_error(fit, *overrides: str, **keywords) -> str:
+    """The one-line message of the DlbasicsError that ``fit(*overrides)`` raises."""
+    from dlbasics import DlbasicsError
+
+    with pytest.raises(DlbasicsError) as caught:
+        fit(*overrides, **keywords)
+    return str(caught.value)

@@ -333,12 +333,12 @@ def _sweep_dir(words: list[str], config_dirs: list[str]) -> Path:
         key, _, value = word.partition("=")
         if key.lstrip("+") == "hydra.sweep.dir" and value:
             return Path(value).expanduser().resolve()
-    # Only what names the directory, and each a single value: a sweep's axes do not.
+    # Every single-valued override (a preset names its own task_name); a sweep's axes do
+    # not name the directory.
     naming = [
         word
         for word, override in zip(words, parse_overrides(words), strict=True)
-        if word.lstrip("+").startswith(("paths.", "task_name=", "hydra.searchpath"))
-        and not override.is_sweep_override()
+        if not override.is_sweep_override()
     ]
     cfg = compose_config(with_search_path(naming, config_dirs), hydra=True)
     return Path(str(cfg.hydra.sweep.dir)).expanduser().resolve()

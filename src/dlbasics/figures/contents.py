@@ -89,8 +89,9 @@ def progress_inputs(
             "title": title,
         }
 
-    if "fitted_plane" in kinds and regression_one_output and features == 2:
-        # The course's y = x·[2, -3.5] + 5: the points and the fitted plane, in 3-D.
+    if "fitted_plane" in kinds and regression_one_output and features == 2 and final:
+        # The course's y = x·[2, -3.5] + 5: the points and the fitted plane, in 3-D (for the
+        # final model only: a 3-D figure takes ten times a flat one's drawing time).
         grid = draw.plane_grid(np.concatenate([x_train, x_shown]), steps=25)
         true_z = None
         if datamodule.true_weights is not None and np.size(datamodule.true_weights) == 2:
