@@ -197,3 +197,22 @@ def test_captured_command_line_output_has_no_escape_codes(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "\x1b[" not in result.stdout + result.stderr
     assert "Epochs" in result.stdout and "50/50" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## In Python and Jupyter", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    names: dict = {}
+    exec(compile(code, "README.md", "exec"), names)
+    run, longer, seeds = names["run"], names["longer"], names["seeds"]
+    assert np.allclose(run.predict(pd.DataFrame({"x1": [1.0], "x2": [0.0]}))["predicted_y"]
+                       - run.predict(pd.DataFrame({"x1": [0.0], "x2": [0.0]}))["predicted_y"],
+                       2.0, atol=0.4)
+    assert longer.dir == run.dir and len(longer.history) == 1200
+    assert (run.dir / "export" / "best.onnx").is_file()
+    assert len(seeds.summary) == 3 and len(seeds.by_setting) == 1
