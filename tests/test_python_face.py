@@ -216,3 +216,11 @@ def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
     assert longer.dir == run.dir and len(longer.history) == 1200
     assert (run.dir / "export" / "best.onnx").is_file()
     assert len(seeds.summary) == 3 and len(seeds.by_setting) == 1
+
+
+def test_fits_within_one_second_get_their_own_directories(fit):
+    runs = [fit("experiment=linreg_tiny", "trainer.max_epochs=1", "figures=none") for _ in range(3)]
+    assert len({run.dir for run in runs}) == 3
+    for run in runs:
+        assert (run.dir / "metrics.json").is_file()
+        assert (run.dir / "train.log").read_text().count("Overrides:") == 1

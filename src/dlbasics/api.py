@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from dlbasics.errors import ConfigError, DlbasicsError, RunInterrupted
+from dlbasics.errors import ConfigError, DlbasicsError
 from dlbasics.run import Run, Sweep
 
 log = logging.getLogger("dlbasics")
@@ -151,6 +151,7 @@ def _run_job(words: list[str], config_dirs: list[str]) -> Path:
         except HydraException as error:  # checked already; kept as one line all the same
             raise ConfigError(str(error).strip().splitlines()[0]) from None
         _refuse_processes(cfg)
+        _name_apart(cfg)
         outcome: dict = {}
         run_job(
             task_function=functools.partial(_job_logged, outcome=outcome),
@@ -178,12 +179,28 @@ def _job_logged(cfg, outcome: dict) -> None:
     try:
         with logging_to(run_dir):
             outcome["result"] = job(cfg, show_config=False)
-    except RunInterrupted as error:
-        outcome["error"] = error
     except Exception as error:
         outcome["error"] = error
     finally:
         release(run_dir)  # the lock of this run: a later fit in this process may resume it
+
+
+def _name_apart(cfg) -> None:
+    """Two fits of this process within one second would get the same directory name
+    (``<date>_<time>_<pid>``): the later one gets ``-2``, ``-3``, ... after it."""
+    from omegaconf import open_dict
+
+    name = str(cfg.hydra.run.dir)
+    if Path(name).exists():
+        with open_dict(cfg):
+            cfg.hydra.run.dir = _free_name(name)
+
+
+def _free_name(name: str) -> str:
+    number = 2
+    while Path(f"{name}-{number}").exists():
+        number += 1
+    return f"{name}-{number}"
 
 
 class _NoCallbacks:
@@ -341,7 +358,8 @@ def _sweep_dir(words: list[str], config_dirs: list[str]) -> Path:
         if not override.is_sweep_override()
     ]
     cfg = compose_config(with_search_path(naming, config_dirs), hydra=True)
-    return Path(str(cfg.hydra.sweep.dir)).expanduser().resolve()
+    name = str(Path(str(cfg.hydra.sweep.dir)).expanduser().resolve())
+    return Path(_free_name(name) if Path(name).exists() else name)
 
 
 def _run_child(command: list[str]) -> None:
