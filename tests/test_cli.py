@@ -43,6 +43,7 @@ def test_help_lists_groups_and_options_without_loading_torch(tmp_path):
 
 
 def test_a_run_leaves_its_own_directory_with_everything(tmp_path):
+    # A real command-line run, in a process of its own: its console output is the point.
     result = run_cli("experiment=linreg_tiny", "trainer.max_epochs=20", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "outputs" / "linreg_tiny" / "runs").iterdir()
@@ -57,11 +58,9 @@ def test_a_run_leaves_its_own_directory_with_everything(tmp_path):
     assert "warn" not in combined.lower(), combined
 
 
-def test_a_second_run_does_not_touch_the_first(tmp_path):
+def test_a_second_run_does_not_touch_the_first(fit, tmp_path):
     for _ in range(2):
-        assert (
-            run_cli("experiment=linreg_tiny", "trainer.max_epochs=2", cwd=tmp_path).returncode == 0
-        )
+        fit("experiment=linreg_tiny", "trainer.max_epochs=2")
     runs = list((tmp_path / "outputs" / "linreg_tiny" / "runs").iterdir())
     assert len(runs) == 2
 

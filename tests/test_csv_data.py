@@ -360,17 +360,22 @@ def test_unknown_task_names_the_key(tmp_path):
         make_data(tmp_path, "a,y\n1,2\n", target="y", task="regresion").setup()
 
 
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        (["data.path=nope.csv", "data.target=y"], "data.path: no such file 'nope.csv'"),
-        ([], "data.path: no CSV file given"),
-    ],
-)
-def test_the_command_line_prints_the_error_in_one_line(tmp_path, overrides, expected):
-    result = run_cli("data=csv", *overrides, cwd=tmp_path)
+def test_the_command_line_prints_the_error_in_one_line(tmp_path):
+    # In a process of its own: the exit code and what the command line prints.
+    result = run_cli("data=csv", "data.path=nope.csv", "data.target=y", cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output[-3000:]
     assert "Traceback" not in output
     (line,) = [line for line in output.splitlines() if line.startswith("Error:")]
-    assert expected in line
+    assert "data.path: no such file 'nope.csv'" in line
+
+
+def test_fit_raises_the_error_the_command_line_prints(fit, capsys):
+    # The command line prints "Error: " and this message, here without a CSV file given;
+    # a ConfigError or DataError is what it exits with 2 for.
+    with pytest.raises((ConfigError, DataError)) as caught:
+        fit("data=csv")
+    message = str(caught.value)
+    assert "data.path: no CSV file given" in message and "\n" not in message
+    output = capsys.readouterr()
+    assert "Traceback" not in message + output.out + output.err

@@ -405,24 +405,28 @@ def readme_use_commands() -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_readme_commands_use_a_run_end_to_end(tmp_path):
-    from conftest import run_cli
+def test_the_readme_commands_use_a_run_end_to_end(fit, tmp_path, capsys):
+    # Each README command runs in this process, as its `python -m` entry point runs it
+    # (commands.run: its exit code); the processes themselves are tested above (--help,
+    # onnx without torch). The fit fixture runs from tmp_path, where the README's relative
+    # paths are.
     from test_runs_apart import write_houses
 
+    entry_points = {"dlbasics.evaluate": evaluate, "dlbasics.predict": predict,
+                    "dlbasics.export": export}  # fmt: skip
     commands_ = readme_use_commands()
     assert commands_[0].startswith("RUN=") and len(commands_) == 6
     write_houses(tmp_path)
     houses = pd.read_csv(tmp_path / "houses.csv")
     houses.sample(40, random_state=1).to_csv(tmp_path / "new_houses.csv", index=False)
-    trained = run_cli("data=csv", "data.path=houses.csv", "data.target=price", "model=linreg",
-                      "data.standardize_target=true", "optimizer.lr=0.05", cwd=tmp_path)  # fmt: skip
-    assert trained.returncode == 0, trained.stderr[-2000:]
+    fit("data=csv", "data.path=houses.csv", "data.target=price", "model=linreg",
+        "data.standardize_target=true", "optimizer.lr=0.05")  # fmt: skip
     (run,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     for line in commands_[1:]:
         argv = line.replace("$RUN", str(run)).split()
-        done = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True,
-                              text=True, timeout=300)  # fmt: skip
-        assert done.returncode == 0, (line, done.stdout[-1500:], done.stderr[-1500:])
+        assert argv[:2] == ["python", "-m"] and argv[2] in entry_points, line
+        code, out, err = command(entry_points[argv[2]], *argv[3:], capsys=capsys)
+        assert code == 0, (line, out[-1500:], err[-1500:])
     logged = json.loads((run / "metrics.json").read_text())
     first, other = sorted((run / "eval").iterdir())
     assert json.loads((first / "metrics.json").read_text())["test/r2"] == pytest.approx(
