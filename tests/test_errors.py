@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from dlbasics.errors import ConfigError
+from dlbasics.errors import ConfigError, DataError
 from dlbasics.validate import check_config, check_overrides
 
 
@@ -21,6 +21,18 @@ def assert_one_clear_error(result, *expected: str, exit_code: int = 2) -> str:
     for text in expected:
         assert text in line, line
     return line
+
+
+def assert_one_clear_message(fit, *overrides: str, expected: tuple[str, ...]) -> str:
+    """In this process: the one-line message of the mistake (a ConfigError or DataError,
+    which the command line reports with exit code 2), holding every ``expected`` text."""
+    with pytest.raises((ConfigError, DataError)) as caught:
+        fit(*overrides)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    for text in expected:
+        assert text in message, message
+    return message
 
 
 # Mistakes caught before anything heavy is imported (composition of the overrides).
@@ -82,14 +94,14 @@ def test_unknown_key_on_the_command_line_is_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "outputs").exists()  # stopped before any run started
 
 
-def test_negative_learning_rate_on_the_command_line(tmp_path):
-    result = run_cli("optimizer.lr=-1", cwd=tmp_path)
-    assert_one_clear_error(result, "optimizer.lr=-1", "above 0")
+def test_negative_learning_rate_is_one_clear_message(fit):
+    assert_one_clear_message(fit, "optimizer.lr=-1", expected=("optimizer.lr=-1", "above 0"))
 
 
-def test_cnn_on_tabular_data_names_model_data_and_shape(tmp_path):
-    result = run_cli("model=cnn", "data=moons", cwd=tmp_path)
-    assert_one_clear_error(result, "model=cnn", "data=moons", "(2,)", "data=digits")
+def test_cnn_on_tabular_data_names_model_data_and_shape(fit):
+    assert_one_clear_message(
+        fit, "model=cnn", "data=moons", expected=("model=cnn", "data=moons", "(2,)", "data=digits")
+    )
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+import dlbasics
 from conftest import run_cli
 from dlbasics.data.table import read_csv_data
 from dlbasics.errors import ConfigError, DataError
@@ -29,6 +30,16 @@ def one_error_line(result) -> str:
     assert "Traceback" not in output, output[-3000:]
     (line,) = [line for line in output.splitlines() if line.startswith("Error:")]
     return line
+
+
+def one_mistake(fit, *overrides: str) -> str:
+    """In this process: the one-line message of a mistake that the command line reports
+    with exit code 2 (a ConfigError or DataError)."""
+    with pytest.raises((ConfigError, DataError)) as caught:
+        fit(*overrides)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
 
 
 # -- mistakes found before anything heavy starts: one line, exit 2, no run directory ----------
@@ -87,13 +98,12 @@ def test_a_bad_csv_is_refused_before_lightning_is_imported(tmp_path):
     print(f"refused in {seconds:.1f} s")  # about 1 s here, against ~7 s once Lightning loads
 
 
-def test_a_forced_run_directory_that_holds_a_run_is_refused(tmp_path):
+def test_a_forced_run_directory_that_holds_a_run_is_refused(fit, tmp_path):
     earlier = tmp_path / "mine"
     (earlier / ".hydra").mkdir(parents=True)
     (earlier / ".hydra" / "config.yaml").write_text("seed: 1\n")
-    result = run_cli(f"hydra.run.dir={earlier}", cwd=tmp_path)
-    assert result.returncode == 2
-    assert f"hydra.run.dir={earlier}: already holds an earlier run" in one_error_line(result)
+    message = one_mistake(fit, f"hydra.run.dir={earlier}")
+    assert f"hydra.run.dir={earlier}: already holds an earlier run" in message
     assert (earlier / ".hydra" / "config.yaml").read_text() == "seed: 1\n"
 
 
@@ -112,10 +122,8 @@ def test_a_forced_run_directory_that_holds_a_run_is_refused(tmp_path):
         (["model.hidden_sizes=[100000000]"], "would need about"),
     ],
 )
-def test_library_refusals_are_one_line_and_leave_no_directory(tmp_path, overrides, expected):
-    result = run_cli(*overrides, "trainer.max_epochs=1", cwd=tmp_path)
-    assert result.returncode == 2
-    assert expected in one_error_line(result)
+def test_library_refusals_are_one_line_and_leave_no_directory(fit, tmp_path, overrides, expected):
+    assert expected in one_mistake(fit, *overrides, "trainer.max_epochs=1")
     assert runs_in(tmp_path) == []
 
 
@@ -188,33 +196,33 @@ def test_a_checkpoint_of_another_model_is_refused_and_nothing_is_written(make_co
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """One real run from the command line (2 epochs), shared by the resume tests."""
+    """One real run (2 epochs, with dlbasics.fit), shared by the resume tests."""
     folder = tmp_path_factory.mktemp("resume")
-    result = run_cli("trainer.max_epochs=2", "data.n_samples=200", cwd=folder)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = runs_in(folder)
-    return folder, run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # as the command line run from folder: outputs/ there
+        done = dlbasics.fit("trainer.max_epochs=2", "data.n_samples=200")
+    assert runs_in(folder) == [done.dir]
+    return folder, done.dir
 
 
 @pytest.mark.slow
-def test_resume_refuses_overrides_that_change_what_was_trained(finished_run):
+def test_resume_refuses_overrides_that_change_what_was_trained(finished_run, fit):
     folder, run = finished_run
     for override in ("model=linreg", "data.val_fraction=0.3", "optimizer.lr=0.5"):
-        result = run_cli(f"resume={run}", override, cwd=folder)
-        assert result.returncode == 2
         key = override.split("=")[0]
-        assert f"{key} cannot change when resuming" in one_error_line(result)
+        assert f"{key} cannot change when resuming" in one_mistake(fit, f"resume={run}", override)
 
 
 @pytest.mark.slow
-def test_resume_records_the_overrides_it_accepts(finished_run):
+def test_resume_records_the_overrides_it_accepts(finished_run, fit, capsys):
     folder, run = finished_run
-    result = run_cli(f"resume={run}", "trainer.max_epochs=3", cwd=folder)
-    assert result.returncode == 0, result.stderr[-3000:]
+    fit(f"resume={run}", "trainer.max_epochs=3")
     assert "max_epochs: 3" in (run / ".hydra" / "config.yaml").read_text()
     assert "trainer.max_epochs=3" in (run / ".hydra" / "resumes.yaml").read_text()
     # A second resume without overrides now knows the run finished its 3 epochs.
-    assert "already finished its 3 epochs" in run_cli(f"resume={run}", cwd=folder).stdout
+    capsys.readouterr()
+    fit(f"resume={run}")
+    assert "already finished its 3 epochs" in capsys.readouterr().out
 
 
 @pytest.mark.slow
@@ -232,17 +240,15 @@ def test_a_run_directory_has_one_owner(finished_run):
 
 
 @pytest.mark.slow
-def test_a_truncated_last_checkpoint_points_to_best(finished_run):
+def test_a_truncated_last_checkpoint_points_to_best(finished_run, fit):
     folder, run = finished_run
     last = run / "checkpoints" / "last.ckpt"
     intact = last.read_bytes()
     last.write_bytes(intact[: len(intact) // 2])
     try:
-        result = run_cli(f"resume={run}", cwd=folder)
+        line = one_mistake(fit, f"resume={run}")
     finally:
         last.write_bytes(intact)
-    assert result.returncode == 2
-    line = one_error_line(result)
     assert "cannot be read as a checkpoint" in line and "best.ckpt is intact" in line
 
 
@@ -374,7 +380,7 @@ def test_a_ctrl_c_that_a_library_swallowed_still_ends_as_an_interruption(tmp_pat
     script = (
         "import os, signal, sys\n"
         "import dlbasics.train as t\n"
-        "def swallowing_import(cfg):\n"
+        "def swallowing_import(cfg, **keywords):\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"
         "    except KeyboardInterrupt:\n"
