@@ -224,3 +224,21 @@ def test_fits_within_one_second_get_their_own_directories(fit):
     for run in runs:
         assert (run.dir / "metrics.json").is_file()
         assert (run.dir / "train.log").read_text().count("Overrides:") == 1
+
+
+def test_fit_imports_your_own_code_from_the_current_folder(fit, tmp_path):
+    """As ``python -m dlbasics.train`` does: a ``_target_`` in a file beside you imports."""
+    (tmp_path / "my_tiny_net.py").write_text(
+        "import torch\n\n\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, input_shape, num_outputs):\n"
+        "        super().__init__()\n"
+        "        self.linear = torch.nn.Linear(input_shape[0], num_outputs)\n\n"
+        "    def forward(self, x):\n"
+        "        return self.linear(x)\n"
+    )
+    path_before = list(sys.path)
+    run = fit("data=linear", "model._target_=my_tiny_net.Net", "~model.hidden_sizes",
+              "~model.activation", "~model.dropout", "trainer.max_epochs=3", "figures=none")
+    assert type(run.module.net).__name__ == "Net" and run.metrics["test/loss"] > 0
+    assert sys.path == path_before

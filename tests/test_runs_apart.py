@@ -412,8 +412,8 @@ def one_run_of_overrides(command: str) -> bool:
     """A README command that is one run in one process, all overrides (no flag, no sweep,
     no DDP): dlbasics.fit runs it in this process. The first (the bare command) stays a
     command line, as the README's other commands (flags, sweeps, DDP) do, and so does the
-    one of the user's own configs: their ``_target_: my_code...`` is imported from the
-    current directory, which ``python -m`` puts on sys.path and this process does not."""
+    one of the user's own configs: its ``my_code`` module, once imported, would stay in this
+    process's sys.modules for every later test's own my_code.py."""
     words = shlex.split(command)[3:]
     return bool(words) and not any(
         w.startswith(("-", "hydra.searchpath=")) or w == "trainer=ddp" for w in words

@@ -56,9 +56,10 @@ def fit(
         rest = [w for w in words if w not in resume and not w.startswith("paths.root_dir=")]
         return _resume(resume[-1].split("=", 1)[1], rest)
     _refuse_multirun(words)
-    check_command_line(words, config_dirs, multirun=False)
-    with _process_settings_kept():
-        return Run(_run_job(words, config_dirs))
+    with importable_from_cwd():
+        check_command_line(words, config_dirs, multirun=False)
+        with _process_settings_kept():
+            return Run(_run_job(words, config_dirs))
 
 
 def load(path: str | Path) -> Run:
@@ -221,7 +222,7 @@ def _resume(run_dir: str, overrides: list[str]) -> Run:
     from dlbasics.train import train
 
     directory = Path(run_dir).expanduser().resolve()
-    with _process_settings_kept(), ExitStack() as logs:
+    with importable_from_cwd(), _process_settings_kept(), ExitStack() as logs:
         try:
             resume_run(
                 str(directory),
@@ -323,6 +324,23 @@ def logging_to(run_dir: Path) -> Iterator[None]:
             root.removeHandler(handler)
             handler.close()
         root.setLevel(level)
+
+
+@contextmanager
+def importable_from_cwd() -> Iterator[None]:
+    """Your own code in the current folder (``_target_: my_code.MyNet``) imports, as with
+    ``python -m dlbasics.train``, which puts that folder first on ``sys.path``; a script
+    run from elsewhere has its own folder there instead. ``sys.path`` is as it was after."""
+    here = os.getcwd()
+    if here in sys.path or "" in sys.path:
+        yield
+        return
+    sys.path.insert(0, here)
+    try:
+        yield
+    finally:
+        if here in sys.path:
+            sys.path.remove(here)
 
 
 @contextmanager

@@ -80,7 +80,10 @@ class Run:
     def trained(self):
         """The best checkpoint, loaded with what its data meant (feature and class names,
         the training split's scaling): :class:`~dlbasics.saved_run.TrainedModel`."""
-        return self._saved.load("best")
+        from dlbasics.api import importable_from_cwd
+
+        with importable_from_cwd():
+            return self._saved.load("best")
 
     @property
     def module(self):
