@@ -67,8 +67,8 @@ def test_a_ddp_run_from_the_command_line_writes_once_and_resumes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Final metrics") == 1  # printed by the first process only
     names = sorted(p.name for p in run.iterdir())
-    assert names == [".hydra", ".lock", "checkpoints", "data.json", "figures", "metrics.json",
-                     "objective.json", "tb", "train.log"]  # fmt: skip
+    assert names == [".hydra", ".lock", "checkpoints", "data.json", "figures", "history.csv",
+                     "metrics.json", "objective.json", "tb", "train.log"]  # fmt: skip
     (board,) = (run / "tb").iterdir()
     assert len(list(board.glob("events.out.tfevents.*"))) == 1
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

@@ -22,6 +22,7 @@ from dlbasics.module import SupervisedModule
 
 ALL_KINDS = {
     "fitted_line",
+    "fitted_plane",
     "weights",
     "decision_regions",
     "predicted_vs_actual",
@@ -104,6 +105,7 @@ def test_every_figure_draws_from_its_arrays():
     figures = [
         draw.fitted_line_figure((x, y), (x[:5], y[:5]), line, 2 * line, 2 * line + 0.1),
         draw.weights_figure(["a", "b", "bias"], np.ones(3), np.ones(3), np.zeros(3)),
+        draw.fitted_plane_figure(grid[:9], grid[:9, 0], grid, grid @ [2.0, -1.0], grid @ [2.0, -1.1]),
         draw.predicted_vs_actual_figure(y, y + 0.1),
         draw.residuals_figure(y, y + 0.1),
         draw.decision_regions_figure(
@@ -119,6 +121,22 @@ def test_every_figure_draws_from_its_arrays():
 
 
 # -- the numbers of real runs ----------------------------------------------------------------
+
+
+def test_fitted_plane_is_the_models_own_plane_beside_the_true_one(run_training):
+    """y = x·[2, -3.5] + 5 with standardised features: the surface drawn is the model's
+    prediction over the raw grid, a plane whose slopes are the learned weights in the
+    data's own units; the wire frame is the true plane."""
+    cfg, _ = run_training("experiment=linreg_2d", "data.standardize=true", "trainer.max_epochs=300")
+    datamodule, module = trained(cfg)
+    assert "fitted_plane" not in progress_inputs(module, datamodule, ALL_KINDS, "t")
+    inputs = progress_inputs(module, datamodule, ALL_KINDS, "t", final=True)
+    plane = inputs["fitted_plane"]
+    grid = plane["grid"]
+    assert np.allclose(plane["true_z"], grid @ [2.0, -3.5] + 5.0)
+    solved = np.linalg.lstsq(np.column_stack([grid, np.ones(len(grid))]), plane["fitted_z"].ravel(), rcond=None)[0]
+    assert np.allclose(solved, inputs["weights"]["learned"], rtol=1e-3, atol=1e-3)
+    assert np.allclose(solved, [2.0, -3.5, 5.0], atol=0.35)
 
 
 def test_fitted_line_is_the_models_own_line_in_original_units(run_training, tmp_path):
@@ -269,7 +287,7 @@ def test_string_labels_of_a_two_column_csv_name_the_classes(run_training, tmp_pa
 PRESET_FIGURES = {
     "experiment=linreg_tiny": {"fitted_line", "weights", "predicted_vs_actual", "residuals"},
     "experiment=linreg_1d": {"fitted_line", "weights", "predicted_vs_actual", "residuals"},
-    "experiment=linreg_2d": {"weights", "predicted_vs_actual", "residuals"},
+    "experiment=linreg_2d": {"fitted_plane", "weights", "predicted_vs_actual", "residuals"},
     "experiment=mlp_moons": {"decision_regions", "confusion_matrix"},
     "experiment=cnn_digits": {"confusion_matrix", "misclassified"},
     "model=mlp data=iris": {"confusion_matrix"},
