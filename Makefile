@@ -29,11 +29,12 @@ $(VENV)/.installed: pyproject.toml
 train: setup
 	$(PY) -m dlbasics.train $(ARGS)
 
+# One test process per core (each trains with one torch thread, see tests/conftest.py).
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist worksteal
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n auto --dist worksteal -m "not slow"
 
 bench: setup
 	$(PY) benchmarks/bench.py $(ARGS)

@@ -164,23 +164,11 @@ def test_ctrl_c_stops_a_fit_with_a_checkpoint_that_fit_resumes(fit):
     assert "test/loss" in resumed.metrics
 
 
-@pytest.mark.slow
-def test_sweep_returns_its_summary_and_runs(tmp_path, monkeypatch, capfd):
+def test_a_sweeps_mistake_is_refused_before_any_job(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = dlbasics.sweep(
-        "experiment=linreg_tiny", "trainer.max_epochs=20", "seed=0,1", "optimizer.lr=0.01,0.02"
-    )
-    summary = result.summary
-    assert len(summary) == 4 and set(summary["status"]) == {"done"}
-    assert summary["best"].is_monotonic_increasing  # best first (the loss: lower is better)
-    by_setting = result.by_setting
-    assert sorted(by_setting["optimizer.lr"]) == [0.01, 0.02]
-    assert len(result.runs) == 4 and all(run.metrics for run in result.runs)
-    assert result.dir.parent == tmp_path / "outputs" / "linreg_tiny" / "multiruns"
-    assert "Sweep summary" in capfd.readouterr().out  # the child's output was shown
-
     with pytest.raises(ConfigError, match="optimizer.lr=-1"):
         dlbasics.sweep("optimizer.lr=0.1,-1")
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_captured_command_line_output_has_no_escape_codes(tmp_path):
@@ -200,7 +188,9 @@ def test_captured_command_line_output_has_no_escape_codes(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
+def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch, capfd):
+    """Every line of the README's Python example, as written: fit, its attributes and uses,
+    load, resume, and a seed sweep (whose summary and mean ± sd table are checked)."""
     from conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()
@@ -215,7 +205,13 @@ def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
                        2.0, atol=0.4)
     assert longer.dir == run.dir and len(longer.history) == 1200
     assert (run.dir / "export" / "best.onnx").is_file()
-    assert len(seeds.summary) == 3 and len(seeds.by_setting) == 1
+    summary = seeds.summary
+    assert len(summary) == 3 and set(summary["status"]) == {"done"}
+    assert summary["best"].is_monotonic_increasing  # best first (the loss: lower is better)
+    assert list(seeds.by_setting["seeds"]) == [3]  # one setting, over three seeds
+    assert len(seeds.runs) == 3 and all(run.metrics for run in seeds.runs)
+    assert seeds.dir.parent == tmp_path / "outputs" / "linreg_tiny" / "multiruns"
+    assert "Sweep summary" in capfd.readouterr().out  # the child's output was shown
 
 
 def test_fits_within_one_second_get_their_own_directories(fit):
