@@ -42,6 +42,7 @@ def test_help_lists_groups_and_options_without_loading_torch(tmp_path):
         assert option in line, line
 
 
+@pytest.mark.slow
 def test_a_run_leaves_its_own_directory_with_everything(tmp_path):
     # A real command-line run, in a process of its own: its console output is the point.
     result = run_cli("experiment=linreg_tiny", "trainer.max_epochs=20", cwd=tmp_path)
@@ -149,6 +150,7 @@ def write_user_configs(work: Path) -> None:
     )
 
 
+@pytest.mark.slow
 def test_readme_commands_compose(make_config):
     """Every `python -m dlbasics.train ...` line of the README names real groups and keys."""
     import shlex

@@ -188,6 +188,7 @@ def test_shards_are_disjoint_cover_the_split_and_reshuffle_every_epoch():
     assert torch.equal(shard(torch.arange(6), 1, 3), torch.tensor([1, 4]))
 
 
+@pytest.mark.slow
 def test_the_readmes_own_lightning_module_runs_as_written(tmp_path):
     import re
     import subprocess

@@ -55,6 +55,7 @@ def outputs_text(book) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_notebook_runs_and_reaches_its_results(name, tmp_path, monkeypatch):
     book = nbformat.read(EXAMPLES / name, as_version=4)

@@ -171,6 +171,7 @@ def test_a_sweeps_mistake_is_refused_before_any_job(tmp_path, monkeypatch):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_captured_command_line_output_has_no_escape_codes(tmp_path):
     """``!python -m dlbasics.train`` in a notebook: Jupyter sets FORCE_COLOR, the output
     is captured; it must read as plain text, its progress line whole."""

@@ -84,6 +84,7 @@ def sweep(tmp_path_factory) -> Path:
     return cwd / "outputs"
 
 
+@pytest.mark.slow
 def test_tensorboard_lists_runs_by_model_data_and_overrides(sweep):
     runs = tensorboard_runs(sweep)
     tails = {run.rsplit("/", 1)[-1] for run in runs}
@@ -242,6 +243,7 @@ def printed_metrics(output: str) -> dict[str, str]:
     return dict(rows)
 
 
+@pytest.mark.slow
 def test_metrics_json_holds_the_printed_final_metrics(piped_run):
     output, run_dir = piped_run
     saved = json.loads((run_dir / "metrics.json").read_text())
@@ -251,6 +253,7 @@ def test_metrics_json_holds_the_printed_final_metrics(piped_run):
     assert saved["val/r2"] > 0.8 and "train/r2" in saved
 
 
+@pytest.mark.slow
 def test_train_log_has_the_overrides_the_final_metrics_and_lightnings_lines(piped_run):
     output, run_dir = piped_run
     log = (run_dir / "train.log").read_text()
@@ -263,6 +266,7 @@ def test_train_log_has_the_overrides_the_final_metrics_and_lightnings_lines(pipe
     assert "Overrides:" not in output and "Final metrics: {" not in output
 
 
+@pytest.mark.slow
 def test_output_that_is_not_a_terminal_has_whole_lines(piped_run):
     output, run_dir = piped_run
     assert "…" not in output
@@ -272,6 +276,7 @@ def test_output_that_is_not_a_terminal_has_whole_lines(piped_run):
     assert " 30/30 " in bar and "train/loss" in bar and re.search(r"val/r2 \S+$", bar)
 
 
+@pytest.mark.slow
 def test_model_summary_counts_flops(piped_run):
     output, _ = piped_run
     # linreg on 2 features: one multiply-add per weight for one sample.

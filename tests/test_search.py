@@ -133,6 +133,7 @@ def test_a_search_needs_multirun_and_an_interval_needs_a_search():
         check_command_line(["optimizer.lr=interval(0.01, 0.1)"], [], multirun=True)
 
 
+@pytest.mark.slow
 def test_every_preset_space_and_the_default_one_pass_the_checks():
     check_command_line(["hparams_search=optuna"], [], multirun=True)
     for preset in ("mlp_moons", "linreg_1d", "cnn_digits"):
