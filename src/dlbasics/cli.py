@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from dlbasics.config import CONFIG_DIR, register_experiments
 from dlbasics.errors import DlbasicsError, RunInterrupted, TrainingDiverged
 from dlbasics.prechecks import check_command_line
+from dlbasics.report import plain_when_captured
 from dlbasics.rundir import is_helper_process
 
 log = logging.getLogger("dlbasics")
@@ -79,9 +80,7 @@ def _remember_ctrl_c(signum, frame) -> None:
 def main() -> None:
     """Entry point of ``python -m dlbasics.train`` and ``dlbasics-train``."""
     arguments = sys.argv[1:]
-    from dlbasics.report import plain_when_captured
-
-    plain_when_captured()
+    plain_when_captured()  # a pipe, a file, a notebook's `!python -m ...`: no ANSI codes
     resume = [a for a in arguments if a.startswith("resume=")]
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _remember_ctrl_c)  # Python's own, plus a note
