@@ -75,3 +75,50 @@ def test_notebook_runs_and_reaches_its_results(name, tmp_path, monkeypatch):
     if name != "04_hand_derivations.ipynb":
         assert "<progress" in text and "Epoch " in text  # the table of epochs was drawn
         assert list((tmp_path / "outputs").glob("*/runs/*/checkpoints/best.ckpt"))
+
+
+@pytest.mark.slow
+def test_interrupting_the_kernel_keeps_a_checkpoint_and_the_kernel_usable(tmp_path):
+    """The notebook's ■ button (SIGINT to the kernel) during a fit: the cell ends with the
+    RunInterrupted line, last.ckpt is kept, and the next cell resumes the run."""
+    import time
+
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        client.execute_interactive("import dlbasics", timeout=120)
+        long_fit = (
+            'dlbasics.fit("model=linreg", "data=linear", "data.n_samples=2000", '
+            '"data.batch_size=8", "trainer.max_epochs=10000", "figures=none")'
+        )
+        message_id = client.execute(long_fit)
+        # data.json is written just before training starts; a moment later it runs.
+        deadline = time.monotonic() + 240
+        while not list(tmp_path.glob("outputs/train/runs/*/data.json")):
+            assert time.monotonic() < deadline, "the fit never started"
+            time.sleep(0.2)
+        time.sleep(3)
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=120)
+        while reply["parent_header"].get("msg_id") != message_id:
+            reply = client.get_shell_msg(timeout=120)
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "RunInterrupted"
+        assert reply["content"]["traceback"][0].startswith("RunInterrupted: Stopped by SIGINT")
+        (last,) = tmp_path.glob("outputs/train/runs/*/checkpoints/last.ckpt")
+
+        outputs = []
+        resumed = client.execute_interactive(
+            f'run = dlbasics.fit("resume={last.parent.parent}", '
+            f"f\"trainer.max_epochs={{len(dlbasics.load('{last.parent.parent}').history) + 1}}\")\n"
+            "print('resumed to', len(run.history), 'epochs')",
+            timeout=300,
+            output_hook=lambda message: outputs.append(message),
+        )
+        assert resumed["content"]["status"] == "ok"
+        printed = "".join(m["content"].get("text", "") for m in outputs if m["msg_type"] == "stream")
+        assert "resumed to" in printed
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
