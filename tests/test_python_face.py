@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -139,17 +140,28 @@ def test_load_says_what_a_folder_is(fit, tmp_path):
         dlbasics.load(sweep_dir)
 
 
-def test_ctrl_c_stops_a_fit_with_a_checkpoint_that_fit_resumes(fit):
+def test_ctrl_c_stops_a_fit_with_a_checkpoint_that_fit_resumes(fit, tmp_path):
     """A notebook's interrupt is SIGINT to the kernel: the run stops at an epoch's end,
     keeps last.ckpt, and the kernel (this process) goes on to resume it."""
     long_run = ("model=linreg", "data=linear", "data.n_samples=2000", "data.batch_size=8")
-    timer = threading.Timer(4.0, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
+    stop = threading.Event()
+
+    def interrupt_once_training() -> None:
+        # data.json is written just before training starts; a moment later it runs.
+        while not stop.is_set():
+            if list(tmp_path.glob("outputs/train/runs/*/data.json")):
+                time.sleep(2)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=interrupt_once_training, daemon=True)
+    watcher.start()
     try:
         with pytest.raises(RunInterrupted) as caught:
             fit(*long_run, "trainer.max_epochs=10000", "figures=none")
     finally:
-        timer.cancel()
+        stop.set()
     message = str(caught.value)
     assert "Stopped by SIGINT" in message and 'dlbasics.fit("resume=' in message
     run_dir = message.split('dlbasics.fit("resume=', 1)[1].split('"', 1)[0]
@@ -161,6 +173,7 @@ def test_ctrl_c_stops_a_fit_with_a_checkpoint_that_fit_resumes(fit):
     resumed = fit(f"resume={run_dir}", f"trainer.max_epochs={done + 2}")
     assert resumed.dir == stopped.dir
     assert list(resumed.history.index) == list(range(1, done + 3))
+    assert not resumed.history.isna().all(axis=1).any()  # no blank row where it resumed
     assert "test/loss" in resumed.metrics
 
 

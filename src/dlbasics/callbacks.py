@@ -244,7 +244,7 @@ class EpochProgressBar(ProgressBar):
         self._chunks = self._progress.add_task("Batches", total=None, metrics="", visible=False)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._table is not None and trainer.current_epoch > 0:
+        if self._table is not None and trainer.current_epoch > self._table.resumed_at:
             # The module publishes an epoch's metrics after the callbacks' epoch-end hooks:
             # the row of the epoch just trained is complete now.
             self._table.add(trainer.current_epoch, trainer.callback_metrics, self._due())
@@ -455,11 +455,13 @@ class History(Callback):
         self.write()
 
     def _take(self, trainer: pl.Trainer, epoch: int) -> None:
-        self.rows[epoch] = {
+        row = {
             name: float(value)
             for name, value in trainer.callback_metrics.items()
             if name.startswith(("train/", "val/"))
         }
+        if row:  # none right after a resume: that epoch's row came from the file
+            self.rows[epoch] = row
 
     def write(self) -> None:
         import csv
