@@ -52,6 +52,7 @@ def test_regression_recovers_the_weights_of_the_file(run_training, tmp_path):
         f"data.path={csv}",
         "data.target=price",
         "data.standardize=false",  # weights in the file's own units
+        "data.categorical_encoding=none",  # the text column `city` left out
         "optimizer=sgd",
         "optimizer.lr=0.1",
         "trainer.max_epochs=30",
@@ -61,7 +62,7 @@ def test_regression_recovers_the_weights_of_the_file(run_training, tmp_path):
         tmp_path / "checkpoints" / "last.ckpt", map_location="cpu"
     )
     linear = module.net.linear
-    assert linear.in_features == 2  # a and b; the text column `city` was skipped
+    assert linear.in_features == 2  # a and b; the text column `city` was left out
     assert linear.weight.detach().flatten().tolist() == pytest.approx([3.0, -2.0], abs=0.05)
     assert linear.bias.item() == pytest.approx(1.0, abs=0.05)
     assert metrics["test/r2"] > 0.99
@@ -125,14 +126,26 @@ def make_data(tmp_path, text: str, **options) -> CsvData:
     return CsvData(path=str(path), **options)
 
 
-def test_skipped_text_columns_are_named_in_a_warning(tmp_path, caplog):
-    data = make_data(tmp_path, "name,a,y\nann,1,2\nbob,2,4\n", target="y")
+def test_identifiers_and_free_text_are_left_out_with_a_warning(tmp_path, caplog):
+    # ISLP's Credit.csv starts with `ID`; Auto.csv's `name` is a car's name per row.
+    rows = [f"{i + 1},car {i},{i % 3},{2 * (i % 3) + 1}" for i in range(20)]
+    data = make_data(tmp_path, "ID,name,a,y\n" + "\n".join(rows) + "\n", target="y")
     with caplog.at_level(logging.WARNING, logger="dlbasics.data"):
         data.setup()
     assert data.feature_names == ["a"]
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert "'name' (line 2: 'ann')" in record.message
-    assert "data.features" in record.message and "numbers" in record.message
+    assert "'ID' (identifier: named like an identifier)" in record.message
+    assert "'name' (free text: 20 distinct values in 20 rows)" in record.message
+    assert "data.features" in record.message
+
+
+def test_a_saved_pandas_index_is_left_out(tmp_path, caplog):
+    rows = [f"{i},{i % 4},{i % 4 * 2}" for i in range(12)]  # DataFrame.to_csv()'s index
+    data = make_data(tmp_path, ",a,y\n" + "\n".join(rows) + "\n", target="y")
+    with caplog.at_level(logging.WARNING, logger="dlbasics.data"):
+        data.setup()
+    assert data.feature_names == ["a"]
+    assert "'Unnamed: 0' (identifier" in caplog.text
 
 
 def test_dropna_drops_the_rows_with_missing_values(tmp_path):
@@ -193,7 +206,7 @@ ERRORS = {
     "text in a listed feature": (
         "a,b,y\n1,2,3\n\n2,x,4\n",  # line numbers as an editor shows them
         {"features": ["a", "b"]},
-        [r"data\.features: column 'b' is not numeric: line 4 of '.*' holds 'x'"],
+        [r"data\.features: column 'b' holds numbers, but line 4 of '.*' holds 'x'"],
     ),
     "text target for regression": (
         "a,y\n1,2\n2,high\n",
@@ -242,12 +255,12 @@ ERRORS = {
         {"features": ["a", "y"]},
         [r"data\.features: 'y' is the target"],
     ),
-    "no numeric feature": (
-        "name,y\nann,2\n",
+    "no usable feature": (
+        "id,y\n1,2\n2,3\n",
         {},
-        [r"data\.features: .* has no numeric column besides the target 'y'"],
+        [r"data\.features: .* has no usable column besides the target 'y'"],
     ),
-    "every row dropped": ("a,y\n1,\n,2\n", {"dropna": True}, [r"dropped every row"]),
+    "every row dropped": ("a,y\n1,\n,2\n", {"dropna": True}, [r"no rows are left"]),
     "one class": ("a,y\n1,cat\n2,cat\n", {"task": "classification"}, [r"one class only \('cat'\)"]),
     # Files read exactly or refused: pandas alone would read each of these silently.
     "every row longer than the header (scikit-learn's files)": (
@@ -265,10 +278,10 @@ ERRORS = {
         {},
         [r"columns 1 and 3 of '.*' are both named 'a'"],
     ),
-    "an unnamed index column": (
-        ",a,y\n0,1,2\n1,2,4\n",
+    "an unnamed column that is not an index": (
+        ",a,y\n0.5,1,2\n1.5,2,4\n",
         {},
-        [r"column 1 of '.*' has no name in the header", r"'data\.drop=\[Unnamed: 0\]'"],
+        [r"column 1 of '.*' has no name in the header", r"""'data\.drop=\["Unnamed: 0"\]'"""],
     ),
     "infinity in a feature": (
         "a,y\n1,2\ninf,3\n",
@@ -286,7 +299,7 @@ ERRORS = {
         [r"holds 0\.5 on line 2 of '.*', not a whole number", "data.task=regression"],
     ),
     "one distinct label per row": (
-        "a,y\n" + "".join(f"{i},{i}\n" for i in range(40)),
+        "a,y\n" + "".join(f"{i / 4},{i}\n" for i in range(40)),
         {"task": "classification"},
         [r"holds 40 distinct values in 40 rows, about one per row"],
     ),

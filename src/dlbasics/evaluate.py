@@ -98,9 +98,10 @@ def data_config(saved: SavedRun, overrides: list[str]) -> DictConfig:
             raise ConfigError(str(error).split(" (Add a new key")[0]) from None
     config = OmegaConf.merge(saved.config, OmegaConf.from_dotlist(overrides))
     described = saved.data_description() if overrides else {}
-    names = described.get("feature_names")
+    names = described.get("columns") or described.get("feature_names")
     if names and "features" in config.data:
-        # A CSV file: the run's columns, by name, in training order, and its task.
+        # A CSV file: the run's columns, by name, in training order, and its task (their
+        # encoding is the run's own: see evaluate()).
         config.data.merge_with({"features": names, "task": described["task"], "drop": []})
     return config.data
 
@@ -119,6 +120,8 @@ def evaluate(
         prefix = split
     else:
         datamodule = build(data, "data")
+        if hasattr(datamodule, "table_encoding"):  # a table: levels and fills of the run
+            datamodule.table_encoding = model.encoding
         x, y = datamodule.load_arrays()
         if model.task == "classification":
             names = getattr(datamodule, "label_names", {})

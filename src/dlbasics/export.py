@@ -9,10 +9,13 @@ usage: python -m dlbasics.export run=<run dir> [format=onnx|pt2] [ckpt=best|last
 
 Writes <run dir>/export/<checkpoint>.<format>: raw features in (the run's standardisation
 is part of the graph), class probabilities or values in the target's units out, any batch
-size. Beside it, <checkpoint>.<format>.json lists the feature columns in order, the class
-names, the opset and the versions used. The export is checked at once on the run's test
-split against the checkpoint (onnx.checker and onnxruntime for ONNX); a largest absolute
-difference above 1e-5 fails the command and keeps nothing.
+size. A run on a table with text columns exports to ONNX with its categories encoded
+inside the graph: two inputs, numbers (float32) and categories (strings), raw rows in
+(pt2 takes numbers only). Beside it, <checkpoint>.<format>.json lists the feature columns
+in order, their encoding, the class names, the opset and the versions used. The export
+is checked at once on the run's test split against the checkpoint (onnx.checker and
+onnxruntime for ONNX); a difference above 1e-5 x max(1, |output|) fails the command and
+keeps nothing.
 
 TorchScript is not offered: torch.jit.script/trace are deprecated in favour of
 torch.export, whose file format is pt2.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,7 +37,9 @@ from dlbasics.errors import ConfigError, DlbasicsError
 from dlbasics.saved_run import SavedRun, TrainedModel, feature_columns, open_run
 
 FORMATS = ("onnx", "pt2")
-TOLERANCE = 1e-5  # largest absolute difference accepted between the export and the checkpoint
+# Largest difference accepted between the export and the checkpoint, relative to the size
+# of the output where it is above 1: float32 keeps about 7 digits of a price in the hundreds.
+TOLERANCE = 1e-5
 EXTRA = "pip install 'dlbasics[export]'"
 
 
@@ -51,14 +57,14 @@ def main(argv: list[str]) -> None:
     sidecar = target.with_name(target.name + ".json")
     print(
         f"Exported {checkpoint} as {kind}: {target} ({target.stat().st_size / 1024:.0f} KiB)\n"
-        f"Checked on the run's {rows}: largest absolute difference {difference:.2g} "
-        f"(limit {TOLERANCE:g}). Columns and classes: {sidecar}"
+        f"Checked on the run's {rows}: {difference} (limit {TOLERANCE:g} x max(1, |output|))."
+        f" Columns and classes: {sidecar}"
     )
 
 
 def export_run(
     run: str | Path | None, kind: str = "onnx", ckpt: str | None = None
-) -> tuple[Path, Path, str, str, float]:
+) -> tuple[Path, Path, str, str, Difference]:
     """Export run ``run``'s checkpoint ``ckpt`` as ``kind`` and check it; returns the file
     written, the checkpoint, the format, the rows it was checked on and the largest
     difference found."""
@@ -70,10 +76,16 @@ def export_run(
         require_onnx()
 
     model = saved.load(ckpt)
+    if kind == "pt2" and takes_text(model):
+        raise ConfigError(
+            f"format=pt2: the run reads text columns ({', '.join(takes_text(model))}), which "
+            "torch.export cannot take; use format=onnx (its graph encodes them)"
+        )
     # A checkpoint of another run (ckpt=<file>) is named by that run, not over this one's.
     own = checkpoint.parent == saved.directory / "checkpoints"
     name = checkpoint.stem if own else f"{checkpoint.parent.parent.name}-{checkpoint.stem}"
     target = saved.directory / "export" / f"{name}.{kind}"
+    made_folder = not target.parent.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.stem}.partial.{kind}")  # same suffix: loadable
     about = target.with_name(f".{target.name}.json.partial")
@@ -81,10 +93,10 @@ def export_run(
         versions = write(model, partial, kind)
         features, rows = check_inputs(saved, model)
         difference = largest_difference(model, partial, features)
-        if not difference <= TOLERANCE:
+        if not difference.relative <= TOLERANCE:
             raise ExportMismatch(
-                f"the {kind} export differs from the checkpoint by up to {difference:.3g} on "
-                f"the run's {rows} (above {TOLERANCE:g}); nothing was kept"
+                f"the {kind} export differs from the checkpoint on the run's {rows}: "
+                f"{difference} (above {TOLERANCE:g}); nothing was kept"
             )
         sidecar = target.with_name(target.name + ".json")
         about.write_text(json.dumps(describe(model, saved, kind, versions), indent=2) + "\n")
@@ -93,7 +105,15 @@ def export_run(
     finally:
         partial.unlink(missing_ok=True)
         about.unlink(missing_ok=True)
+        if made_folder and not any(target.parent.iterdir()):
+            target.parent.rmdir()  # a failed first export leaves no empty folder
     return target, checkpoint, kind, rows, difference
+
+
+def takes_text(model: TrainedModel) -> list[str]:
+    """The run's text columns (one-hot encoded categories), if any."""
+    encoding = model.encoding
+    return [column.name for column in encoding.categories] if encoding else []
 
 
 def require_onnx() -> None:
@@ -113,7 +133,7 @@ def write(model: TrainedModel, path: Path, kind: str) -> dict[str, Any]:
 
     net = model.raw_feature_model()
     # Batch 4, not 1: torch.export specialises a dimension of size 1 to a constant.
-    example = torch.zeros(4, len(model.feature_columns))
+    example = torch.zeros(4, math.prod(model.input_shape))
     batch = {"features": {0: torch.export.Dim("batch", min=1)}}
     versions: dict[str, Any] = {"torch": torch.__version__}
     with warnings.catch_warnings():
@@ -136,6 +156,10 @@ def write(model: TrainedModel, path: Path, kind: str) -> dict[str, Any]:
             verbose=False,
         )
         program.save(str(path), external_data=False)  # one self-contained file
+    if takes_text(model):
+        from dlbasics.table_graph import with_encoding
+
+        onnx.save(with_encoding(onnx.load(str(path)), model.encoding, "features"), str(path))
     onnx.checker.check_model(str(path), full_check=True)
     opset = next(
         o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")
@@ -152,8 +176,10 @@ def write(model: TrainedModel, path: Path, kind: str) -> dict[str, Any]:
     return versions
 
 
-def load_exported(path: Path):
-    """A function ``float32 (rows, features) -> outputs`` running an exported model."""
+def load_exported(path: Path, description: dict[str, Any] | None = None):
+    """A function ``float32 (rows, features) -> outputs`` running an exported model; for
+    an ONNX graph that encodes a table's text columns (``description`` names them), a
+    function of a DataFrame of the run's columns."""
     if path.suffix == ".onnx":
         import importlib.util
 
@@ -165,8 +191,14 @@ def load_exported(path: Path):
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        names = [i.name for i in session.get_inputs()]
+        if "categories" in names:
+            from dlbasics.data.encoding import TableEncoding
+            from dlbasics.table_graph import table_inputs
+
+            encoding = TableEncoding.from_dict((description or {})["encoding"])
+            return lambda frame: session.run(None, table_inputs(frame, encoding))[0]
+        return lambda x: session.run(None, {names[0]: x})[0]
     if path.suffix == ".pt2":
         import torch
 
@@ -180,21 +212,42 @@ def load_exported(path: Path):
     raise ConfigError(f"model={path}: expected a .onnx or .pt2 file written by export")
 
 
-def check_inputs(saved: SavedRun, model: TrainedModel) -> tuple[np.ndarray, str]:
-    """The run's test split (else validation, else training) as raw rows, flattened."""
+def check_inputs(saved: SavedRun, model: TrainedModel):
+    """The run's test split (else validation, else training) as raw rows, flattened; a
+    table with text columns as its rows (a DataFrame)."""
     datamodule, split = saved.held_out_split(model)
+    if takes_text(model):
+        frame = datamodule.raw_split(split)
+        return frame, f"{split} split ({len(frame)} rows)"
     x, _ = datamodule.original_split(split)
     return x.reshape(len(x), -1).astype(np.float32), f"{split} split ({len(x)} rows)"
 
 
-def largest_difference(model: TrainedModel, path: Path, features: np.ndarray) -> float:
-    """Largest absolute difference between the exported file and the checkpoint."""
+class Difference:
+    """How far the export's outputs are from the checkpoint's: the largest absolute
+    difference, and the largest relative to max(1, |output|) (what the limit applies to)."""
+
+    def __init__(self, exported: np.ndarray, expected: np.ndarray) -> None:
+        gap = np.abs(exported.astype(np.float64) - expected.astype(np.float64))
+        self.absolute = float(gap.max()) if gap.size else 0.0
+        scale = np.maximum(1.0, np.abs(expected.astype(np.float64)))
+        self.relative = float((gap / scale).max()) if gap.size else 0.0
+
+    def __str__(self) -> str:
+        return f"largest difference {self.absolute:.2g} absolute, {self.relative:.2g} relative"
+
+
+def largest_difference(model: TrainedModel, path: Path, features) -> Difference:
+    """The largest differences between the exported file and the checkpoint."""
     import torch
 
+    raw = features
+    if takes_text(model):
+        features = model.encoding.transform(features).astype(np.float32)
     with torch.no_grad():
         expected = model.raw_feature_model()(torch.from_numpy(features)).numpy()
-    exported = load_exported(path)
-    return float(np.abs(exported(features) - expected).max())
+    exported = load_exported(path, model.description)
+    return Difference(exported(raw), expected)
 
 
 def describe(model: TrainedModel, saved: SavedRun, kind: str, versions: dict) -> dict[str, Any]:
@@ -203,7 +256,12 @@ def describe(model: TrainedModel, saved: SavedRun, kind: str, versions: dict) ->
 
     return {
         "format": kind,
-        "input": "features: float32 (batch, n_features), raw values in the columns' own units",
+        "input": (
+            "numbers: float32 (batch, n_numbers), the number columns (NaN where missing); "
+            "categories: string (batch, n_categories), the text columns ('' where missing)"
+            if takes_text(model)
+            else "features: float32 (batch, n_features), raw values in the columns' own units"
+        ),
         "output": (
             "class probabilities (batch, n_classes), in class_names order"
             if model.task == "classification"
@@ -211,6 +269,8 @@ def describe(model: TrainedModel, saved: SavedRun, kind: str, versions: dict) ->
         ),
         "task": model.task,
         "feature_names": feature_columns(model.description),
+        "columns": model.description.get("columns"),
+        "encoding": model.description.get("encoding"),
         "class_names": model.class_names,
         "target_name": model.target_column,
         "input_shape": model.input_shape,

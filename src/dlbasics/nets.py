@@ -140,8 +140,9 @@ class CNN(nn.Module):
 class RawFeatureModel(nn.Module):
     """A trained net with its data's scaling folded in: raw rows in, predictions out.
 
-    Takes ``(batch, n_features)`` in the data's own units (columns in training order; image
-    pixels flattened row by row), standardises them with the training split's statistics,
+    Takes ``(batch, n_features)`` in the data's own units (columns in training order, a
+    table's categories one-hot encoded; image pixels flattened row by row), fills missing
+    cells (NaN) where the run imputed them, standardises with the training split's statistics,
     reshapes them to ``input_shape`` and returns class probabilities (classification) or
     values in the target's own units (regression). ``predict`` and ``export`` both use it,
     so a shipped model and the checkpoint it came from give the same numbers.
@@ -154,6 +155,7 @@ class RawFeatureModel(nn.Module):
         classification: bool,
         feature_scaling: dict | None = None,
         target_scaling: dict | None = None,
+        fill: list[float | None] | None = None,
     ) -> None:
         super().__init__()
         self.net = net
@@ -167,8 +169,15 @@ class RawFeatureModel(nn.Module):
         mean, std = _statistics(target_scaling, None)
         self.register_buffer("target_mean", mean)
         self.register_buffer("target_std", std)
+        # data.impute: a missing (NaN) cell of a filled-in column takes the training value.
+        self.fills = fill is not None
+        if fill is not None:
+            self.register_buffer("fill", torch.tensor([v or 0.0 for v in fill]))
+            self.register_buffer("filled", torch.tensor([v is not None for v in fill]))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.fills:
+            features = torch.where(torch.isnan(features) & self.filled, self.fill, features)
         x = (features - self.feature_mean) / self.feature_std
         output = self.net(x.reshape(-1, *self.input_shape))
         if self.classification:

@@ -42,8 +42,10 @@ from dlbasics.errors import ConfigError, DataError
 from dlbasics.saved_run import feature_columns, open_run
 
 CHUNK_ROWS = 16_384  # rows read, predicted and written at a time: memory stays bounded
-# Cells read as missing in a feature column (pandas' defaults, minus none): any of them stops.
-_MISSING = ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", "-NaN", "-nan", "#N/A"]
+# Cells read as missing in a feature column, as training read them (pandas' defaults and
+# dlbasics.data.table.MISSING): filled in where the run imputed, otherwise they stop.
+_MISSING = ["", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "-NaN", "-nan", "#N/A"]
+_MISSING += ["?", "-", ".", "--", "n.a."]
 
 
 @dataclass
@@ -66,6 +68,24 @@ class Model:
     @property
     def target(self) -> str:
         return self.description.get("target_name") or "y"
+
+    @functools.cached_property
+    def encoding(self):
+        """A table's encoding (categories, fill values), or None: the columns are numbers."""
+        from dlbasics.data.encoding import TableEncoding
+
+        saved = self.description.get("encoding")
+        return None if not saved or TableEncoding.from_dict(saved).is_identity else (
+            TableEncoding.from_dict(saved)
+        )
+
+    @property
+    def text_columns(self) -> list[str]:
+        return [c.name for c in self.encoding.categories] if self.encoding else []
+
+    # An exported ONNX graph with categories reads the raw columns (numbers and text);
+    # everything else reads the encoded float32 matrix.
+    takes_table: bool = False
 
 
 def main(argv: list[str]) -> None:
@@ -131,7 +151,9 @@ def load_model(options: dict[str, str], description: dict[str, Any]) -> Model:
         from dlbasics.export import load_exported
 
         file = Path(options["model"]).expanduser()
-        return Model(load_exported(file), description, str(file))
+        model = Model(load_exported(file, description), description, str(file))
+        model.takes_table = bool(model.text_columns)
+        return model
     import torch
 
     trained = open_run(options["run"]).load(options.get("ckpt"))
@@ -151,15 +173,24 @@ def read_header(file: Path, key: str) -> tuple[list[str], str]:
     """The column names on the first line of a CSV file and its separator (, ; tab or |,
     as detected), or a DataError naming ``key``. Only that line is read: a problem further
     down is reported with its row when predicting reaches it."""
+    from dlbasics.data.files import WHITESPACE, not_plain_text
     from dlbasics.data.table import resolve_separator
 
     if not file.is_file():
         raise DataError(f"{key}={file}: no such file")
+    problem = not_plain_text(file)  # compressed, a workbook, UTF-16: not read line by line
+    if problem:
+        raise DataError(f"{key}={file}: {problem}")
     with file.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
         first = handle.readline()
     if not first.strip():
         raise DataError(f"{key}={file}: the file is empty; it needs a header line of column names")
     sep = resolve_separator(file, None, "utf-8", notes=[])
+    if sep == WHITESPACE:
+        raise DataError(
+            f"{key}={file}: its columns are separated by runs of spaces; this reads , ; tab "
+            "or | separated files: save it with one of those"
+        )
     return next(csv.reader([first], delimiter=sep)), sep
 
 
@@ -254,21 +285,22 @@ def check_field_counts(chunk: Chunk, fields: int, sep: str, source: Path) -> Non
         )
 
 
-def parse_features(chunk: Chunk, header: bytes, columns: list[str], sep: str, source: Path):
-    """The chunk's feature columns as float64 (a DataFrame); an error names the row, its
-    line and the column."""
+def parse_features(
+    chunk: Chunk, header: bytes, columns: list[str], sep: str, source: Path, texts=()
+):
+    """The chunk's feature columns as float64, ``texts`` (categories) as text (a DataFrame);
+    an error names the row, its line and the column."""
     import pandas as pd
 
     text = io.BytesIO(header + chunk.text)
     options = {"sep": sep, "usecols": columns, "keep_default_na": False, "index_col": False}
+    types = {name: str if name in texts else np.float64 for name in columns}
     try:
-        return pd.read_csv(
-            text, dtype=dict.fromkeys(columns, np.float64), na_values=_MISSING, **options
-        )
+        return pd.read_csv(text, dtype=types, na_values=_MISSING, **options)
     except ValueError as error:  # a cell that is not a number: find it, the slow way
         text.seek(0)
         cells = pd.read_csv(text, dtype=str, **options)
-        for name in columns:
+        for name in (name for name in columns if name not in texts):
             values = cells[name].str.strip()
             bad = pd.to_numeric(values, errors="coerce").isna() & ~values.isin(_MISSING)
             if bad.any():
@@ -281,8 +313,15 @@ def parse_features(chunk: Chunk, header: bytes, columns: list[str], sep: str, so
         raise DataError(f"input={source}: rows from {chunk.where(0)}: {reason}") from None
 
 
-def features_of(frame, columns: list[str], chunk: Chunk, source: Path) -> np.ndarray:
-    """The chunk's feature matrix in the model's column order, float32, all finite."""
+def features_of(frame, model: Model, chunk: Chunk, source: Path):
+    """The chunk's feature matrix in the model's column order, float32, all finite: a
+    table's categories one-hot encoded and its gaps filled in as the run did (an unseen
+    level or an unfilled gap names the row). An ONNX graph that encodes them itself gets
+    the checked columns as they are."""
+    columns = model.columns
+    if model.encoding is not None:
+        encoded = model.encoding.transform(frame, lambda row: f"input={source}: {chunk.where(row)}")
+        return frame[columns] if model.takes_table else encoded.astype(np.float32)
     x = frame[columns].to_numpy(dtype=np.float64)
     finite = np.isfinite(x)
     if not finite.all():
@@ -329,8 +368,10 @@ def predict_file(model: Model, source: Path, output: Path, header: list[str], se
             out.write(first_line.rstrip(b"\r\n") + added + b"\n")
             for chunk in line_chunks(handle):
                 check_field_counts(chunk, len(header), sep, source)
-                frame = parse_features(chunk, first_line, model.columns, sep, source)
-                outputs = model.predict(features_of(frame, model.columns, chunk, source))
+                frame = parse_features(
+                    chunk, first_line, model.columns, sep, source, model.text_columns
+                )
+                outputs = model.predict(features_of(frame, model, chunk, source))
                 out.writelines(_with_predictions(chunk.lines, model, outputs, sep))
                 rows += len(chunk.lines)
                 progress.update(task, completed=handle.tell(), rows=rows)

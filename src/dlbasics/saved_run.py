@@ -192,7 +192,17 @@ class TrainedModel:
             classification=self.task == "classification",
             feature_scaling=self.description.get("feature_scaling"),
             target_scaling=self.description.get("target_scaling"),
+            fill=self.encoding.fill_values() if self.encoding else None,
         ).eval()
+
+    @property
+    def encoding(self):
+        """How a table's columns become the net's inputs (:mod:`dlbasics.data.encoding`),
+        or None for data that are numbers already."""
+        from dlbasics.data.encoding import TableEncoding
+
+        saved = self.description.get("encoding")
+        return TableEncoding.from_dict(saved) if saved else None
 
     def check_same_data(self, description: dict[str, Any], what: str) -> None:
         """A DataError if data rebuilt now (their ``describe()``) are not what the model was
@@ -268,8 +278,11 @@ def _as_list(value: Any) -> Any:
 
 
 def feature_columns(description: dict[str, Any]) -> list[str]:
-    """The input columns by name: the data's own names (a CSV's header, a scikit-learn
-    bundle's), else ``x1 .. xn`` for generated data, with images flattened row by row."""
+    """The input columns by name: the data's own names (a CSV's header, before its
+    categories are one-hot encoded; a scikit-learn bundle's), else ``x1 .. xn`` for
+    generated data, with images flattened row by row."""
+    if description.get("columns"):  # a table: its own columns, before their encoding
+        return list(description["columns"])
     names = list(description.get("feature_names") or [])
     count = math.prod(description["input_shape"])
     return names if len(names) == count else [f"x{i + 1}" for i in range(count)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 CSV_TARGETS = ("dlbasics.data.CsvData", "dlbasics.data.csv_file.CsvData")
@@ -32,8 +33,8 @@ def check_data(data: DictConfig) -> None:
         if table.task == "classification"
         else table.y
     )
-    split_file_rows(
-        table.x,
+    parts = split_file_rows(
+        np.arange(len(y))[:, None],
         y,
         table.path,
         options.get("val_fraction", 0.1),
@@ -41,6 +42,8 @@ def check_data(data: DictConfig) -> None:
         stratify=table.task == "classification" and options.get("stratify", True),
         seed=options.get("split_seed", 0),
     )
+    # The encoding learns from the training rows; a level only the others hold stops here.
+    table.encode(table.encoding(parts["train"][0][:, 0]))
 
 
 def check_generated_sizes(data: DictConfig) -> None:

@@ -23,32 +23,70 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dlbasics.data import files
 from dlbasics.data.arrays import Split, split_rows
+from dlbasics.data.encoding import TableEncoding, check_options
 from dlbasics.errors import ConfigError, DataError
 
 TASKS = ("auto", "regression", "classification")
-# `data.sep=tab` is easier to type than a quoted tab character.
-SEPARATOR_NAMES = {"tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": " "}
+# `data.sep=tab` is easier to type than a quoted tab character; `space`: runs of spaces.
+SEPARATOR_NAMES = {"tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|", "space": r"\s+"}
 # data.task=auto: whole numbers with at most this many distinct values are class labels.
 MAX_AUTO_CLASSES = 20
+# Cells read as missing, besides pandas' own ("", NA, N/A, n/a, NaN, null, ...): what
+# R, SPSS and hand-made files write for "unknown".
+MISSING = ["?", "-", ".", "--", "n.a."]
 
 
 @dataclass
 class CsvTable:
-    """The arrays read from a CSV file, and what was decided on the way."""
+    """The columns read from a CSV file, and what was decided on the way.
 
-    x: np.ndarray  # features, float64, (rows, len(feature_names))
+    ``frame`` holds the feature columns as read (numbers as float64 with NaN where missing,
+    categories as text); :meth:`encoding` fits the numbers a net reads on the training rows.
+    """
+
+    frame: pd.DataFrame = field(repr=False)  # feature columns of the used rows, raw
     y: np.ndarray  # targets: float64 (regression) or labels (classification)
-    feature_names: list[str]
+    columns: list[str]  # the feature columns, in order
+    categorical: list[str]  # those of them that are one-hot encoded
     target: str
     task: str
     task_reason: str  # why data.task=auto chose this task (or "set by data.task")
     path: Path
     separator: str
-    lines: np.ndarray = field(repr=False)  # the file line of each row of x
+    lines: np.ndarray = field(repr=False)  # the file line of each row
+    impute: str | None = None
+    min_category_count: int = 1
+    unknown_category: str = "error"
     # What a user should hear about the reading, as (logging level, message): the
     # datamodule logs them into the run's log; the pre-check before the run has no log.
     notes: list[tuple[int, str]] = field(default_factory=list)
+
+    def encoding(self, rows: np.ndarray | None = None) -> TableEncoding:
+        """The encoding fitted on ``rows`` (positions; the training split), else on all."""
+        frame = self.frame if rows is None else self.frame.iloc[rows]
+        return TableEncoding.fit(
+            frame, self.categorical, self.impute, self.min_category_count, self.unknown_category
+        )
+
+    def encode(self, encoding: TableEncoding) -> np.ndarray:
+        """Every row through ``encoding``; a DataError names the file line."""
+        return encoding.transform(self.frame, self.where)
+
+    def where(self, row: int) -> str:
+        return f"line {self.lines[row]} of '{self.path}'"
+
+    @property
+    def x(self) -> np.ndarray:
+        """All rows encoded with levels and fill values from all rows: a look at the table.
+        Training fits them on the training split (:class:`~dlbasics.data.CsvData`)."""
+        return self.encode(self.encoding())
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The encoded columns' names, as :attr:`x` has them."""
+        return self.encoding().feature_names
 
 
 Notes = list[tuple[int, str]]
@@ -66,19 +104,29 @@ def read_csv_data(
     dropna: bool = False,
     sep: str | None = None,
     encoding: str = "utf-8",
+    decimal: str | None = None,
+    categorical: list[str] | str | None = None,
+    categorical_encoding: str = "onehot",
+    impute: str | None = None,
+    min_category_count: int = 1,
+    unknown_category: str = "error",
 ) -> CsvTable:
     """Read ``path`` and return features and target, or raise one clear error.
 
     Args mirror the keys of ``conf/data/csv.yaml``: ``task`` is ``auto`` (text labels or a
     few whole numbers -> classification, otherwise regression), ``regression`` or
-    ``classification``; ``features`` lists the input columns (``None``: every numeric column
-    but the target and ``drop``); ``sep`` is detected when ``None``. Numeric column names
-    (a header ``2024`` arrives from Hydra as an int) and a single name for a list are taken
-    as the user meant them. An unchanged file read with the same arguments is read once.
+    ``classification``; ``features`` lists the input columns (``None``: every usable column
+    but the target and ``drop``: numbers, and text as categories; identifiers and free text
+    are left out, saying why); ``sep`` and ``decimal`` (``.`` or ``,``) are detected when
+    ``None``; ``categorical`` names
+    whole-number columns to treat as categories too. Numeric column names (a header
+    ``2024`` arrives from Hydra as an int) and a single name for a list are taken as the
+    user meant them. An unchanged file read with the same arguments is read once.
     """
     global _last_read
     target = None if target is None else str(target)
     features, drop = column_names(features), column_names(drop) or []
+    categorical = column_names(categorical) or []
     if features is not None and drop:
         raise ConfigError(
             f"data.drop={drop}: data.features already lists the columns to use, so nothing "
@@ -89,30 +137,45 @@ def read_csv_data(
             f"data.task={task}: unknown task; use data.task=auto, data.task=regression or "
             "data.task=classification"
         )
+    check_options(categorical_encoding, impute, min_category_count, unknown_category)
+    if dropna and impute:
+        raise ConfigError(
+            f"data.dropna=true and data.impute={impute}: drop the rows with a missing value, "
+            "or fill them in, not both"
+        )
     check_encoding(encoding)
+    decimal = files.check_decimal(decimal)
     file = resolve_path(path)
     status = file.stat()
     arguments = (file, status.st_mtime_ns, status.st_size, target, task, features, drop)
-    arguments += (dropna, sep, encoding)
+    arguments += (dropna, sep, encoding, tuple(categorical), categorical_encoding, impute)
+    arguments += (min_category_count, unknown_category)
+    arguments += (decimal,)
     if _last_read is not None and _last_read[0] == arguments:
         return _last_read[1]
     notes: Notes = []
+    encoding = resolve_encoding(file, encoding, notes)
     separator = resolve_separator(file, sep, encoding, notes)
     header, lines = scan_layout(file, separator, encoding, notes)
-    table = read_table(file, separator, encoding, header, lines)
+    decimal = resolve_decimal(file, separator, encoding, decimal, notes)
+    table = read_table(file, separator, encoding, header, lines, decimal, notes)
     check_target_exists(table, target, file)
     check_dropped(table, drop, target, file)
-    task, reason = choose_task(table[target], target) if task == "auto" else (task, "data.task")
+    check_categorical(table, categorical, target, file)
+    task, reason = choose_task(table[target], target, file) if task == "auto" else (task, "data.task")
     if task == "regression":
         check_numeric_target(table[target], target, file)
-    feature_names = (
-        checked_features(table, features, target, file)
+    kinds = (
+        checked_features(table, features, target, categorical, file)
         if features is not None
-        else default_features(table, target, drop, file, notes)
+        else default_features(table, target, drop, categorical, categorical_encoding, file, notes)
     )
-    used = drop_missing(table[[*feature_names, target]], dropna, file, notes)
-    x = used[feature_names].to_numpy(dtype=np.float64)
-    check_finite_cells(used, feature_names, x, file)
+    names = list(kinds)
+    used = drop_missing(table[[*names, target]], target, dropna, impute, file, notes)
+    numbers = [name for name in names if kinds[name] == "number"]
+    frame = used[names].copy()
+    frame[numbers] = frame[numbers].astype(np.float64)
+    check_finite_cells(used, numbers, frame[numbers].to_numpy(), file)
     if task == "classification":
         if pd.api.types.is_numeric_dtype(used[target]):
             check_finite_cells(used, [target], used[[target]].to_numpy(np.float64), file)
@@ -121,15 +184,19 @@ def read_csv_data(
         y = used[target].to_numpy(dtype=np.float64)
         check_finite_cells(used, [target], y[:, None], file)
     result = CsvTable(
-        x=x,
+        frame=frame,
         y=y,
-        feature_names=feature_names,
+        columns=names,
+        categorical=[name for name in names if kinds[name] == "category"],
         target=target,
         task=task,
         task_reason=reason,
         path=file,
         separator=separator,
         lines=used.index.to_numpy(),
+        impute=impute,
+        min_category_count=min_category_count,
+        unknown_category=unknown_category,
         notes=notes,
     )
     _last_read = (arguments, result)
@@ -171,24 +238,42 @@ def resolve_path(path: str | None) -> Path:
     raise DataError(f"data.path: no such file '{path}'{where}")
 
 
+def resolve_encoding(file: Path, encoding: str, notes: Notes) -> str:
+    """The encoding to read ``file`` with: ``data.encoding``, or the one its byte-order mark
+    says. A file that is not CSV text (a workbook, UTF-16 without a mark, binary data) is a
+    DataError here; a compressed one is read decompressed (:mod:`dlbasics.data.files`)."""
+    return files.check_file(file, encoding, notes)
+
+
 def resolve_separator(file: Path, sep: str | None, encoding: str, notes: Notes) -> str:
-    """``data.sep`` as given (``tab`` etc. by name), or the separator detected in the file."""
+    """``data.sep`` as given (``tab`` etc. by name; ``space``: runs of spaces), or the
+    separator detected in the file."""
     if sep is not None:
         separator = SEPARATOR_NAMES.get(str(sep), str(sep))
-        if len(separator) != 1:
+        if len(separator) != 1 and separator != files.WHITESPACE:
             raise ConfigError(
                 f"data.sep={sep!r}: a separator is one character, e.g. 'data.sep=;' or "
                 f"data.sep=tab (names: {', '.join(SEPARATOR_NAMES)})"
             )
         return separator
-    with open(file, encoding=_python_encoding(encoding), errors="replace", newline="") as handle:
-        sample = handle.read(64 * 1024)
+    try:
+        with files.open_text(file, _python_encoding(encoding), errors="replace") as handle:
+            sample = handle.read(64 * 1024)
+    except files.DECOMPRESSION_ERRORS as error:
+        raise files.broken(file, error) from None
     if "\n" in sample.rstrip("\r\n"):
         sample = sample[: sample.rstrip("\r\n").rfind("\n")]  # whole lines only
     try:
         separator = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
     except csv.Error:
-        return ","  # one column, or nothing to go by
+        if not files.whitespace_separated(sample):
+            return ","  # one column, or nothing to go by
+        notes.append((
+            logging.INFO,
+            f"data.sep: the columns of '{file}' are separated by runs of spaces "
+            "(data.sep=space)",
+        ))  # fmt: skip
+        return files.WHITESPACE
     if separator != ",":
         notes.append(
             (logging.INFO, f"data.sep: the columns of '{file}' are separated by {separator!r}")
@@ -209,27 +294,24 @@ def scan_layout(
     lines: list[int] = []
     longer, shorter = [], []  # (line, fields) of rows that do not fit the header
     try:
-        with open(file, encoding=_python_encoding(encoding), newline="") as handle:
-            reader = csv.reader(handle, delimiter=separator)
-            for fields in reader:
+        with files.open_text(file, _python_encoding(encoding)) as handle:
+            for line, fields in files.rows(handle, separator):
                 if not fields or fields == [""]:
                     continue  # a blank line: pandas skips it too
                 if header is None:
                     header = fields
                     continue
                 if len(fields) > len(header):
-                    longer.append((reader.line_num, len(fields)))
+                    longer.append((line, len(fields)))
                 elif len(fields) < len(header):
-                    shorter.append((reader.line_num, len(fields)))
-                lines.append(reader.line_num)
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"data.path: '{file}' is not {encoding} text (byte {error.object[error.start]:#x} "
-            f"at position {error.start}); set data.encoding to the file's encoding, e.g. "
-            "data.encoding=latin-1"
-        ) from None
+                    shorter.append((line, len(fields)))
+                lines.append(line)
+    except UnicodeDecodeError:
+        raise files.undecodable(file, encoding) from None
     except csv.Error as error:
         raise DataError(f"data.path: cannot read '{file}' as CSV: {error}") from None
+    except files.DECOMPRESSION_ERRORS as error:
+        raise files.broken(file, error) from None
     if header is None:
         raise DataError(f"data.path: '{file}' has no rows (the file is empty)")
     if not lines:
@@ -249,19 +331,25 @@ def scan_layout(
 
 def _check_row_lengths(file, header, rows, longer, shorter, separator) -> None:
     width = len(header)
+    shown = "runs of spaces" if separator == files.WHITESPACE else repr(separator)
     if longer:
         (line, fields), count = longer[0], len(longer)
         if count == rows and len({f for _, f in longer}) == 1:
+            row_names = (
+                " (R's write.table writes row names without a header: write with row.names=FALSE)"
+                if separator == files.WHITESPACE and fields == width + 1
+                else ""
+            )
             raise DataError(
                 f"data.path: every row of '{file}' has {fields} fields but its first line names "
                 f"{width} columns ({_names(header)}): the first line is not a header of these "
                 f"rows (scikit-learn's bundled files start with counts). Replace it with a "
-                f"line naming all {fields} columns"
+                f"line naming all {fields} columns{row_names}"
             )
         raise DataError(
             f"data.path: line {line} of '{file}' has {fields} fields but the header names "
             f"{width} columns ({count} of {rows} rows are longer); a comma inside a value "
-            f"needs quotes. Fix that line or the header (separator: {separator!r}, "
+            f"needs quotes. Fix that line or the header (separator: {shown}, "
             "set data.sep to change it)"
         )
     if shorter:
@@ -269,7 +357,7 @@ def _check_row_lengths(file, header, rows, longer, shorter, separator) -> None:
         raise DataError(
             f"data.path: line {line} of '{file}' has {fields} fields but the header names "
             f"{width} columns ({count} of {rows} rows are shorter); complete or remove the "
-            f"line (separator: {separator!r}, set data.sep to change it)"
+            f"line (separator: {shown}, set data.sep to change it)"
         )
 
 
@@ -285,15 +373,64 @@ def _check_names(file: Path, header: list[str]) -> None:
         seen[name] = position
 
 
+def resolve_decimal(
+    file: Path, separator: str, encoding: str, decimal: str | None, notes: Notes
+) -> str:
+    """``data.decimal`` (checked by :func:`files.check_decimal`), or the decimal mark the
+    numbers of the file use: ``,`` when most numbers with a fraction in a file not separated
+    by commas are written ``12,5``."""
+    if decimal == "," and separator == ",":
+        raise ConfigError(
+            f"data.decimal=',': the columns of '{file}' are separated by ',' too; set "
+            "data.sep to the separator (e.g. 'data.sep=;'), or data.decimal=."
+        )
+    if decimal is not None or separator == ",":
+        return decimal or "."
+    sample = []
+    with files.open_text(file, _python_encoding(encoding), errors="replace") as handle:
+        for line, fields in files.rows(handle, separator):
+            if line > 2000:
+                break
+            sample.append(fields)
+    if not files.decimal_comma(sample[1:]):
+        return "."
+    notes.append((
+        logging.INFO,
+        f"data.decimal: the numbers of '{file}' are written with a decimal comma (12,5): "
+        "read as numbers (data.decimal=. to read them as text)",
+    ))  # fmt: skip
+    return ","
+
+
 def read_table(
-    file: Path, separator: str, encoding: str, header: list[str], lines: list[int]
+    file: Path,
+    separator: str,
+    encoding: str,
+    header: list[str],
+    lines: list[int],
+    decimal: str = ".",
+    notes: Notes | None = None,
 ) -> pd.DataFrame:
-    """The file as a DataFrame indexed by file line numbers (checked by :func:`scan_layout`)."""
+    """The file as a DataFrame indexed by file line numbers (checked by :func:`scan_layout`).
+
+    An empty last column without a name, which a separator at the end of every line (the
+    header's too) makes, is left out, with a note."""
     try:
-        table = pd.read_csv(file, sep=separator, encoding=encoding, index_col=False)
+        with files.pandas_source(file) as (source, compression):
+            table = pd.read_csv(
+                source,
+                sep=separator,
+                encoding=encoding,
+                index_col=False,
+                na_values=MISSING,
+                compression=compression,
+                decimal=decimal,
+            )
     except (pd.errors.ParserError, ValueError) as error:
         reason = str(error).strip().splitlines()[0]
         raise DataError(f"data.path: cannot read '{file}' as CSV: {reason}") from None
+    except files.DECOMPRESSION_ERRORS as error:
+        raise files.broken(file, error) from None
     if len(table) != len(lines) or len(table.columns) != len(header):
         # Both readers skip blank lines; anything else they disagree on is refused.
         raise DataError(
@@ -301,6 +438,14 @@ def read_table(
             f"reads {len(table)} rows of {len(table.columns)}; check its quoting and blank lines"
         )
     table.index = pd.Index(lines, name="line")
+    if len(header) > 1 and header[-1] == "" and table.iloc[:, -1].isna().all():
+        table = table.iloc[:, :-1]
+        if notes is not None:
+            notes.append((
+                logging.INFO,
+                f"data.path: every line of '{file}' ends with {separator!r}, which makes an "
+                "empty column without a name: left out",
+            ))  # fmt: skip
     return table
 
 
@@ -334,11 +479,36 @@ def check_dropped(table: pd.DataFrame, drop: list[str], target: str, path: Path)
         raise DataError(f"data.drop: '{target}' is the target (data.target); it cannot be dropped")
 
 
-def choose_task(column: pd.Series, target: str) -> tuple[str, str]:
+def check_categorical(
+    table: pd.DataFrame, categorical: list[str], target: str, path: Path
+) -> None:
+    unknown = [name for name in categorical if name not in table.columns]
+    if unknown:
+        raise DataError(
+            f"data.categorical: no column {_names(unknown)} in '{path}'. "
+            f"Columns: {_names(table.columns)}"
+        )
+    if target in categorical:
+        raise DataError(
+            f"data.categorical: '{target}' is the target (data.target); list only input columns "
+            "(a target of classes is chosen by data.task)"
+        )
+
+
+def choose_task(column: pd.Series, target: str, path: Path | None = None) -> tuple[str, str]:
     """``data.task=auto``: the task a column's values suggest, and why, in words."""
     values = column.dropna()
     distinct = values.nunique()
     if not pd.api.types.is_numeric_dtype(column):
+        if mostly_numbers(column):
+            # Numbers with a stray token: as classes they would make a many-class task
+            # that learns nothing (a decimal comma did exactly that).
+            line, value = first_non_numeric(column)
+            raise DataError(
+                f"data.target={target}: column '{target}' holds numbers, but line {line} of "
+                f"'{path}' holds {value!r}; fix that cell (NA, ?, - or an empty cell mean "
+                "missing), or set data.task=regression or data.task=classification"
+            )
         return "classification", f"'{target}' holds text labels ({distinct} distinct)"
     whole = bool(np.all(np.mod(values.to_numpy(dtype=np.float64), 1) == 0))
     if whole and distinct <= MAX_AUTO_CLASSES and distinct <= len(values) / 2:
@@ -350,45 +520,88 @@ def choose_task(column: pd.Series, target: str) -> tuple[str, str]:
     return "regression", f"'{target}' holds numbers ({distinct} {kind})"
 
 
+def column_kind(column: pd.Series, categorical: list[str]) -> tuple[str, str]:
+    """What a column is to the model, and why in words: ``number``, ``category``,
+    ``identifier`` or ``free text`` (the last two are left out by default), or ``stray``
+    (numbers with a stray word: refused, naming the line)."""
+    name = str(column.name)
+    if name in categorical:
+        return "category", "listed in data.categorical"
+    present = column.dropna()
+    distinct = present.nunique()
+    if pd.api.types.is_numeric_dtype(column):
+        numbers = present.to_numpy(dtype=np.float64)
+        whole = len(numbers) > 0 and bool(np.all(np.mod(numbers, 1) == 0))
+        if _named_like_id(name) and whole:
+            return "identifier", "named like an identifier"
+        if whole and len(numbers) >= 10 and distinct == len(column):
+            span = numbers.max() - numbers.min() + 1
+            if span <= 2 * len(numbers):  # row numbers, perhaps shuffled: not a quantity
+                return "identifier", "a unique whole number per row"
+        return "number", ""
+    if mostly_numbers(column):
+        return "stray", ""
+    if distinct >= 10 and distinct > len(present) / 2:
+        return "free text", f"{distinct} distinct values in {len(present)} rows"
+    return "category", f"{distinct} levels"
+
+
 def default_features(
-    table: pd.DataFrame, target: str, drop: list[str], path: Path, notes: Notes
-) -> list[str]:
-    """Every numeric column but the target and ``data.drop``; others are skipped with a warning."""
-    others = [name for name in table.columns if name != target and name not in drop]
-    numeric = [name for name in others if pd.api.types.is_numeric_dtype(table[name])]
-    skipped = [name for name in others if name not in numeric]
+    table: pd.DataFrame,
+    target: str,
+    drop: list[str],
+    categorical: list[str],
+    encoding: str,
+    path: Path,
+    notes: Notes,
+) -> dict[str, str]:
+    """Every usable column but the target and ``data.drop``, by kind (``number`` or
+    ``category``); identifiers and free text are left out, each with a note saying why."""
+    kinds: dict[str, str] = {}
+    left_out: list[str] = []
     for position, name in enumerate(table.columns):
-        if name in numeric and _unnamed(name):
-            # Usually the index pandas writes with `to_csv()`: row numbers, not a feature.
+        if name == target or name in drop:
+            continue
+        kind, why = column_kind(table[name], categorical)
+        if kind == "stray":
+            line, value = first_non_numeric(table[name])
+            raise _stray_value(name, line, value, path)
+        if kind == "number" and _unnamed(name):
+            # Usually the index pandas writes with `to_csv()`, but these are not row numbers.
             raise DataError(
                 f"data.features: column {position + 1} of '{path}' has no name in the header "
-                f"(pandas reads it as '{name}'; DataFrame.to_csv() writes its index so unless "
-                f"index=False). Leave it out with 'data.drop=[{name}]', or name it in the header"
+                f"(pandas reads it as '{name}'); name it in the header, or leave it out with "
+                f"'data.drop=[\"{name}\"]'"
             )
-    if skipped:
-        # Skipping is the useful default (ids, names, dates), but it must not go unnoticed.
-        details = ", ".join(_describe_non_numeric(table[name]) for name in skipped)
+        if kind == "category" and encoding == "none" and name not in categorical:
+            left_out.append(f"'{name}' (text; data.categorical_encoding=none)")
+        elif kind in ("identifier", "free text"):
+            left_out.append(f"'{name}' ({kind}: {why})")
+        else:
+            kinds[name] = kind
+    if left_out:
         notes.append((
             logging.WARNING,
-            f"data.features=null: skipping non-numeric column(s) {details} of '{path}'. To use "
-            "one as a feature, make its values numbers and list it in data.features.",
+            f"data.features=null: left out {', '.join(left_out)} of '{path}'; to use one, "
+            "list the columns in data.features",
         ))  # fmt: skip
-    if not numeric:
+    if not kinds:
         raise DataError(
-            f"data.features: '{path}' has no numeric column besides the target "
-            f"'{target}' (columns: {_names(table.columns)}); features must be numbers"
+            f"data.features: '{path}' has no usable column besides the target "
+            f"'{target}' (columns: {_names(table.columns)}); list the inputs in data.features"
         )
-    return numeric
+    return kinds
 
 
 def checked_features(
-    table: pd.DataFrame, features: list[str], target: str, path: Path
-) -> list[str]:
-    """``data.features`` as given, after checking each column exists and holds numbers."""
+    table: pd.DataFrame, features: list[str], target: str, categorical: list[str], path: Path
+) -> dict[str, str]:
+    """``data.features`` as given, after checking each column exists, by kind: numbers,
+    or categories (text, or listed in ``data.categorical``)."""
     if not features:
         raise DataError(
             "data.features=[]: no feature columns; list at least one, or use "
-            "data.features=null for every numeric column"
+            "data.features=null for every usable column"
         )
     unknown = [name for name in features if name not in table.columns]
     if unknown:
@@ -400,48 +613,68 @@ def checked_features(
         raise DataError(
             f"data.features: '{target}' is the target (data.target); list only input columns"
         )
+    kinds = {}
     for name in features:
-        bad = first_non_numeric(table[name])
-        if bad is not None:
-            line, value = bad
-            raise DataError(
-                f"data.features: column '{name}' is not numeric: line {line} of '{path}' "
-                f"holds {value!r}; feature columns must hold numbers"
-            )
-    return list(features)
+        kind, _ = column_kind(table[name], categorical)
+        if kind == "stray":
+            line, value = first_non_numeric(table[name])
+            raise _stray_value(name, line, value, path)
+        numeric = pd.api.types.is_numeric_dtype(table[name]) and name not in categorical
+        kinds[name] = "number" if numeric else "category"
+    return kinds
 
 
-def drop_missing(used: pd.DataFrame, dropna: bool, path: Path, notes: Notes) -> pd.DataFrame:
-    """Drop rows with missing values if ``dropna``; otherwise name the columns and lines."""
+def drop_missing(
+    used: pd.DataFrame, target: str, dropna: bool, impute: str | None, path: Path, notes: Notes
+) -> pd.DataFrame:
+    """Count the missing cells per column; then drop those rows (``dropna``), or keep the
+    features' gaps for ``impute`` to fill (rows without a target are dropped), or stop."""
     missing = used.isna()
     counts = missing.sum()
     counts = counts[counts > 0]
     if counts.empty:
         return used
-    if not dropna:
-        where = ", ".join(
-            f"'{name}' ({count}, first on line {used.index[missing[name].to_numpy()][0]})"
-            for name, count in counts.items()
-        )
-        raise DataError(
-            f"'{path}' has missing values (empty cells, NA or NaN) in column(s) {where}; "
-            "set data.dropna=true to drop those rows, or fill them in"
-        )
-    kept = used.dropna()
-    dropped = len(used) - len(kept)
-    notes.append(
-        (logging.INFO, f"data.dropna=true: dropped {dropped} of {len(used)} rows of '{path}'")
+    where = ", ".join(
+        f"'{name}' ({count}, first on line {used.index[missing[name].to_numpy()][0]})"
+        for name, count in counts.items()
     )
+    if not dropna and not impute:
+        raise DataError(
+            f"'{path}' has missing values (empty cells, NA, ?, - or .) in column(s) {where}; "
+            "set data.dropna=true to drop those rows, data.impute=median (or mean, "
+            "most_frequent) to fill them in, or fill them in the file"
+        )
+    notes.append((logging.INFO, f"data: missing values in column(s) {where} of '{path}'"))
+    if impute:
+        kept = used[used[target].notna()]
+        filled = ", ".join(f"'{n}'" for n in counts.index if n != target)
+        if filled:
+            notes.append((
+                logging.INFO,
+                f"data.impute={impute}: filling in {filled} with the training rows' "
+                f"{impute.replace('_', ' ')} (a category's most frequent level)",
+            ))  # fmt: skip
+        what = f"rows without a target ('{target}')"
+    else:
+        kept = used.dropna()
+        what = "rows"
+    dropped = len(used) - len(kept)
+    if dropped:
+        key = f"data.impute={impute}" if impute else "data.dropna=true"
+        notes.append(
+            (logging.INFO, f"{key}: dropped {dropped} of {len(used)} {what} of '{path}'")
+        )
     if kept.empty:
-        raise DataError(f"data.dropna=true dropped every row of '{path}': no rows are left")
+        raise DataError(f"'{path}': no rows are left once rows with missing values are dropped")
     return kept
 
 
 def check_finite_cells(
     used: pd.DataFrame, names: list[str], values: np.ndarray, path: Path
 ) -> None:
-    """Infinite numbers (``inf``, ``1e999``) would make the loss NaN: name the cell."""
-    finite = np.isfinite(values)
+    """Infinite numbers (``inf``, ``1e999``) would make the loss NaN: name the cell. (Missing
+    cells were dealt with already: dropped, or left for data.impute.)"""
+    finite = ~np.isinf(values)
     if finite.all():
         return
     row, column = np.argwhere(~finite)[0]
@@ -536,10 +769,31 @@ def class_labels(column: pd.Series, target: str, path: Path) -> np.ndarray:
     return values  # one class only is refused with every dataset's: encode_labels
 
 
-def _describe_non_numeric(column: pd.Series) -> str:
-    """``'city' (line 2: 'Paris')``: the column and its first non-numeric value."""
-    bad = first_non_numeric(column)
-    return f"'{column.name}'" if bad is None else f"'{column.name}' (line {bad[0]}: {bad[1]!r})"
+def mostly_numbers(column: pd.Series) -> bool:
+    """Text where most present cells are numbers: a numeric column with stray words."""
+    present = column.dropna()
+    if present.empty or pd.api.types.is_numeric_dtype(column):
+        return False
+    return bool(pd.to_numeric(present, errors="coerce").notna().mean() >= 0.5)
+
+
+def _stray_value(name: str, line: int, value: str, path: Path) -> DataError:
+    return DataError(
+        f"data.features: column '{name}' holds numbers, but line {line} of '{path}' holds "
+        f"{value!r}; fix or "
+        f"empty that cell (NA, ?, - and . are read as missing), or list the column in "
+        "data.categorical to use its values as categories"
+    )
+
+
+def _named_like_id(name: str) -> bool:
+    """``id``, ``ID``, ``index``, ``OBS``, ``customer_id``, ``PassengerId``, ``Unnamed: 0``."""
+    lowered = name.strip().lower()
+    return (
+        lowered in ("id", "index", "obs", "row", "rownames", "row.names", "unnamed: 0")
+        or lowered.endswith(("_id", " id", ".id"))
+        or (name.endswith("Id") and len(name) > 2)
+    )
 
 
 def _is_number(text: str) -> bool:
