@@ -224,3 +224,14 @@ def test_categorical_options_are_checked(fit, tmp_path):
         fit, "data=csv", f"data.path={csv}", "data.target=price", "data.impute=mode"
     )
     assert "data.impute=mode" in message and "median" in message
+
+
+def test_predict_reads_a_decimal_comma_file_as_training_did(fit, tmp_path):
+    rows = [f"{20 + i / 4:.2f};{4 + 2 * (i % 3)};{100 + 7.5 * i:.1f}" for i in range(40)]
+    csv = tmp_path / "mtcars_eu.csv"
+    csv.write_text("mpg;cyl;disp\n" + "\n".join(rows).replace(".", ",") + "\n")
+    run = fit("data=csv", f"data.path={csv}", "data.target=mpg", "trainer.max_epochs=2", *QUIET)
+    assert run.config.data.decimal is None and run.trained.task == "regression"
+
+    predicted = run.predict(str(csv))
+    assert len(predicted) == 40 and predicted["predicted_mpg"].notna().all()

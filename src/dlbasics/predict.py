@@ -123,7 +123,7 @@ def predict_to_file(options: dict[str, str]) -> tuple[Path, int, float, str]:
     model = load_model(options, description)
     check_output_names(header, model)
     started = time.perf_counter()
-    rows = predict_file(model, source, output, header, sep)
+    rows = predict_file(model, source, output, header, sep, input_decimal(source, sep))
     return output, rows, time.perf_counter() - started, model.name
 
 
@@ -192,6 +192,17 @@ def read_header(file: Path, key: str) -> tuple[list[str], str]:
             "or | separated files: save it with one of those"
         )
     return next(csv.reader([first], delimiter=sep)), sep
+
+
+def input_decimal(file: Path, sep: str) -> str:
+    """``,`` when the file writes its numbers ``12,5`` (as training detects it), else ``.``."""
+    from dlbasics.data.files import decimal_comma
+
+    if sep == ",":
+        return "."
+    with file.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
+        head = list(itertools.islice(csv.reader(handle, delimiter=sep), 2000))
+    return "," if decimal_comma(head[1:]) else "."
 
 
 def check_columns(header: list[str], description: dict[str, Any], file: Path) -> None:
@@ -286,7 +297,13 @@ def check_field_counts(chunk: Chunk, fields: int, sep: str, source: Path) -> Non
 
 
 def parse_features(
-    chunk: Chunk, header: bytes, columns: list[str], sep: str, source: Path, texts=()
+    chunk: Chunk,
+    header: bytes,
+    columns: list[str],
+    sep: str,
+    source: Path,
+    texts=(),
+    decimal: str = ".",
 ):
     """The chunk's feature columns as float64, ``texts`` (categories) as text (a DataFrame);
     an error names the row, its line and the column."""
@@ -296,7 +313,7 @@ def parse_features(
     options = {"sep": sep, "usecols": columns, "keep_default_na": False, "index_col": False}
     types = {name: str if name in texts else np.float64 for name in columns}
     try:
-        return pd.read_csv(text, dtype=types, na_values=_MISSING, **options)
+        return pd.read_csv(text, dtype=types, na_values=_MISSING, decimal=decimal, **options)
     except ValueError as error:  # a cell that is not a number: find it, the slow way
         text.seek(0)
         cells = pd.read_csv(text, dtype=str, **options)
@@ -337,7 +354,9 @@ def features_of(frame, model: Model, chunk: Chunk, source: Path):
 # -- predicting ---------------------------------------------------------------------------
 
 
-def predict_file(model: Model, source: Path, output: Path, header: list[str], sep: str) -> int:
+def predict_file(
+    model: Model, source: Path, output: Path, header: list[str], sep: str, decimal: str = "."
+) -> int:
     """Stream ``source`` through ``model`` into ``output``; returns the rows predicted.
 
     Each input line is written back as it was read, with the predictions appended, so
@@ -369,10 +388,10 @@ def predict_file(model: Model, source: Path, output: Path, header: list[str], se
             for chunk in line_chunks(handle):
                 check_field_counts(chunk, len(header), sep, source)
                 frame = parse_features(
-                    chunk, first_line, model.columns, sep, source, model.text_columns
+                    chunk, first_line, model.columns, sep, source, model.text_columns, decimal
                 )
                 outputs = model.predict(features_of(frame, model, chunk, source))
-                out.writelines(_with_predictions(chunk.lines, model, outputs, sep))
+                out.writelines(_with_predictions(chunk.lines, model, outputs, sep, decimal))
                 rows += len(chunk.lines)
                 progress.update(task, completed=handle.tell(), rows=rows)
         if rows == 0:
@@ -386,11 +405,21 @@ def predict_file(model: Model, source: Path, output: Path, header: list[str], se
     return rows
 
 
-def _with_predictions(lines: list[bytes], model: Model, outputs: np.ndarray, sep: str):
-    """Each line as read, then its predictions: class name and probabilities, or values.
+def _with_predictions(
+    lines: list[bytes], model: Model, outputs: np.ndarray, sep: str, decimal: str = "."
+):
+    """Each line as read, then its predictions: class name and probabilities, or values,
+    with the input's decimal mark.
 
     ``%.9g`` writes every digit a float32 holds, so the file round-trips the model's output.
     """
+    if decimal != ".":  # the slow way: the numbers apart from the line, then their mark
+        empty = [b"" for _ in lines]
+        added = _with_predictions(empty, model, outputs, sep)
+        return [
+            line.rstrip(b"\r\n") + tail.rstrip(b"\n").replace(b".", decimal.encode()) + b"\n"
+            for line, tail in zip(lines, added, strict=True)
+        ]
     # float64 first: NumPy turns float32 into Python floats at half the speed.
     values, sep_bytes = outputs.astype(np.float64).tolist(), sep.encode()
     if model.classes:

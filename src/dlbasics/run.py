@@ -111,8 +111,11 @@ class Run:
 
         options = {"run": str(self.dir), **({"ckpt": ckpt} if ckpt else {})}
         if isinstance(data, str | os.PathLike):
+            from dlbasics.predict import input_decimal, read_header
+
             output, _, _, _ = predict_to_file({**options, "input": str(data)})
-            return pd.read_csv(output)
+            _, sep = read_header(Path(data), "input")  # the output is written as the input
+            return pd.read_csv(output, sep=sep, decimal=input_decimal(Path(data), sep))
         frame = self._as_frame(data)
         with tempfile.TemporaryDirectory() as folder:
             source = Path(folder) / "rows.csv"
