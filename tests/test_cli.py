@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -60,10 +61,22 @@ def test_a_run_leaves_its_own_directory_with_everything(tmp_path):
 
 
 def test_a_second_run_does_not_touch_the_first(fit, tmp_path):
-    for _ in range(2):
-        fit("experiment=linreg_tiny", "trainer.max_epochs=2")
-    runs = list((tmp_path / "outputs" / "linreg_tiny" / "runs").iterdir())
-    assert len(runs) == 2
+    def files(directory):  # every file of a run directory: its bytes and when last written
+        return {
+            str(path.relative_to(directory)): (hashlib.sha256(path.read_bytes()).hexdigest(),
+                                               path.stat().st_mtime_ns)
+            for path in sorted(directory.rglob("*")) if path.is_file()
+        }  # fmt: skip
+
+    first = fit("experiment=linreg_tiny", "trainer.max_epochs=2").dir
+    before = files(first)
+    assert {".hydra/config.yaml", "metrics.json", "checkpoints/last.ckpt"} <= before.keys()
+    # Same process, usually the same second: the first run's <date>_<time>_<pid> stamp.
+    second = fit("experiment=linreg_tiny", "trainer.max_epochs=3").dir
+    assert second != first
+    runs = sorted((tmp_path / "outputs" / "linreg_tiny" / "runs").iterdir())
+    assert runs == sorted([first, second])
+    assert files(first) == before  # no file of the first run added, rewritten or removed
 
 
 @pytest.mark.slow

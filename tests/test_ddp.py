@@ -57,7 +57,62 @@ def test_metrics_cover_the_whole_split_on_every_process(ranks):
     x, y = ranks[0]["val"]
     with torch.no_grad():
         assert float(F.cross_entropy(net(x), y)) == pytest.approx(metrics["val/loss"], abs=1e-5)
-    assert 0 < metrics["train/acc"] <= 1  # both shards counted: the mean of 800 rows
+    # train/acc and train/loss are over both shards' 800 rows of the last epoch, as the
+    # weights changed step by step: replayed here, one shard alone would give another value.
+    (right0, loss0), (right1, loss1) = replayed_last_epoch(ranks)
+    assert right0 != right1  # so each shard's own accuracy differs from the whole split's
+    assert metrics["train/acc"] == pytest.approx((right0 + right1) / 800, abs=1e-6)
+    assert metrics["train/acc"] != pytest.approx(right0 / 400, abs=1e-6)
+    assert metrics["train/acc"] != pytest.approx(right1 / 400, abs=1e-6)
+    assert metrics["train/loss"] == pytest.approx((loss0 + loss1) / 800, rel=1e-5)
+
+
+def replayed_last_epoch(ranks) -> list[tuple[int, float]]:
+    """Each shard's (rows classified right, summed loss) in the last epoch, by replaying in
+    this process what the DDP run did: the same initial weights, each step's two shards'
+    batches (as recorded), their gradients averaged, one Adam step."""
+    import lightning.pytorch as pl
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from dlbasics.config import CONFIG_DIR
+    from dlbasics.train import build_module
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["data=moons"])
+    with torch.random.fork_rng():  # as ddp_worker.py builds its module
+        pl.seed_everything(0, verbose=False)
+        datamodule = instantiate(cfg.data)
+        datamodule.setup("fit")
+        module = build_module(cfg, datamodule)
+    train_x, train_y = datamodule.splits["train"]
+    assert torch.equal(train_x, ranks[0]["train_x"])
+    net, optimizer, size = module.net, torch.optim.Adam(module.net.parameters(), lr=1e-3), 32
+
+    def labels(x):  # recorded rows -> their training labels
+        same = (x[:, None, :] == train_x[None]).all(dim=-1)
+        assert bool((same.sum(dim=1) == 1).all())
+        return train_y[same.int().argmax(dim=1)]
+
+    for epoch in range(3):
+        shards = [(rank["epochs"][epoch], labels(rank["epochs"][epoch])) for rank in ranks]
+        seen = [(0, 0.0), (0, 0.0)]
+        for start in range(0, len(shards[0][0]), size):
+            grads = []
+            for k, (x, y) in enumerate(shards):
+                output = net(x[start : start + size])
+                loss = F.cross_entropy(output, y[start : start + size])
+                right = int((output.argmax(dim=1) == y[start : start + size]).sum())
+                seen[k] = (seen[k][0] + right, seen[k][1] + float(loss.detach()) * len(output))
+                net.zero_grad()
+                loss.backward()
+                grads.append([p.grad.clone() for p in net.parameters()])
+            for p, first, second in zip(net.parameters(), *grads, strict=True):
+                p.grad = (first + second) / 2
+            optimizer.step()
+    for name, value in net.state_dict().items():  # the replay ended where the run did
+        assert torch.allclose(value, ranks[0]["params"][f"net.{name}"], atol=1e-6), name
+    return seen
 
 
 def test_a_ddp_run_from_the_command_line_writes_once_and_resumes(tmp_path):

@@ -279,11 +279,45 @@ def test_joblib_runs_jobs_in_parallel_processes_sharing_the_cores(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = sorted((tmp_path / "outputs").glob("train/multiruns/*/[0-9]"))
     assert len(jobs) == 2
-    threads = max(1, (os.cpu_count() or 1) // 2)
+    # The cores the jobs may run on (they inherit this process's), not the machine's count.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    shared = f"torch threads: {max(1, cores // 2)} (2 parallel jobs share {cores} cores)"
     for job in jobs:
-        assert f"torch threads: {threads} (2 parallel jobs share" in (job / "train.log").read_text()
+        assert shared in (job / "train.log").read_text()
         assert (job / "metrics.json").is_file() and list(job.glob("tb/*/events.out.tfevents.*"))
     assert "Sweep summary (2 jobs" in result.stdout
+
+
+@pytest.mark.parametrize(("n_jobs", "threads"), [(2, 2), (-1, 1)])
+def test_parallel_jobs_share_the_cores_this_process_may_use(n_jobs, threads, monkeypatch,
+                                                            caplog):  # fmt: skip
+    """4 cores allowed (a container, taskset) on a machine of 16: the share is of the 4."""
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from dlbasics.train import share_cores_with_parallel_jobs
+
+    launcher = OmegaConf.create(
+        {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
+         "n_jobs": n_jobs}
+    )  # fmt: skip
+    hydra = SimpleNamespace(launcher=launcher)  # what the function reads of HydraConfig
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: hydra))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    before = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.INFO, logger="dlbasics"):
+            share_cores_with_parallel_jobs()
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    jobs = 2 if n_jobs == 2 else 4  # -1: one job per usable core
+    assert f"torch threads: {threads} ({jobs} parallel jobs share 4 cores)" in caplog.text
 
 
 class _FakeLauncher:
