@@ -25,7 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dlbasics.errors import TrainingDiverged
+from dlbasics.errors import RunDirectoryRemoved, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class BestAndLastCheckpoint(Checkpoint):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = True
+        # The run's directory: if it is deleted while training, it is not made again.
+        self._run_dir = self.dirpath.parent if self.dirpath.parent.is_dir() else None
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         stopped_by_signal = any(
@@ -126,7 +128,7 @@ class BestAndLastCheckpoint(Checkpoint):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if not self._started:
+        if not self._started or self._removed():
             return  # failed while starting (e.g. restoring a checkpoint): nothing new to keep
         if isinstance(exception, TrainingDiverged):
             self.write(trainer, last=False)  # the current weights are not finite: keep last.ckpt
@@ -135,6 +137,8 @@ class BestAndLastCheckpoint(Checkpoint):
 
     def write(self, trainer: pl.Trainer, last: bool = True) -> None:
         """Write ``last.ckpt``, and ``best.ckpt`` if the best weights changed since the last write."""
+        if self._removed():
+            raise RunDirectoryRemoved.of(self._run_dir)
         self.dirpath.mkdir(parents=True, exist_ok=True)
         # Every process joins each save (it ends in a barrier); the first one's view decides.
         if trainer.strategy.broadcast(self._best_weights is not None):
@@ -147,6 +151,10 @@ class BestAndLastCheckpoint(Checkpoint):
         if last:
             _atomic_save(trainer, self.last_path)
         self._last_write = time.monotonic()
+
+    def _removed(self) -> bool:
+        run_dir = getattr(self, "_run_dir", None)
+        return run_dir is not None and not run_dir.is_dir()
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -443,16 +451,27 @@ class History(Callback):
     # As in TrackBest: an epoch's training metrics are published after the callbacks'
     # epoch-end hooks, so its row is taken when the next epoch starts, or when training ends.
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_run_dir()
         if trainer.current_epoch > 0:
             self._take(trainer, trainer.current_epoch)
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_run_dir()  # before the module logs the epoch (a logger would fail)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_run_dir()
         if trainer.current_epoch > 0:
             self._take(trainer, trainer.current_epoch)
         self.write()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self.write()
+        if self.path.parent.is_dir():  # else the run directory was deleted: nothing to keep
+            self.write()
+
+    def _check_run_dir(self) -> None:
+        """Stop once the run's directory is deleted (writing on would make parts of it)."""
+        if not self.path.parent.is_dir():
+            raise RunDirectoryRemoved.of(self.path.parent)
 
     def _take(self, trainer: pl.Trainer, epoch: int) -> None:
         row = {

@@ -147,7 +147,7 @@ def _fail(error: DlbasicsError) -> None:
         print(f"Error: {error}", file=sys.stderr)
     if isinstance(error, RunInterrupted):
         sys.exit(error.exit_code)
-    sys.exit(1 if isinstance(error, TrainingDiverged) else 2)
+    sys.exit(getattr(error, "exit_code", 1 if isinstance(error, TrainingDiverged) else 2))
 
 
 def _exit_interrupted(message: str) -> None:

@@ -2,6 +2,8 @@
 message and exits non-zero, without a traceback (set ``HYDRA_FULL_ERROR=1`` to see one);
 :func:`dlbasics.fit` and the other Python functions raise them, with the same message."""
 
+from __future__ import annotations
+
 
 class DlbasicsError(Exception):
     """Base of the errors reported to the user without a traceback."""
@@ -32,6 +34,19 @@ class DataError(DlbasicsError):
 
 class TrainingDiverged(DlbasicsError):
     """The training loss became NaN or infinite."""
+
+
+class RunDirectoryRemoved(DlbasicsError):
+    """The run's directory was deleted while the run trained; it is not made again."""
+
+    exit_code = 1
+
+    @classmethod
+    def of(cls, run_dir) -> RunDirectoryRemoved:
+        return cls(
+            f"the run directory {run_dir} was removed while the run trained; nothing more "
+            "of the run could be saved (start it again for a new run directory)"
+        )
 
 
 class RunInterrupted(DlbasicsError):

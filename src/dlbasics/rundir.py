@@ -74,6 +74,13 @@ def holds_run(directory: Path) -> bool:
     )
 
 
+def other_files(directory: Path) -> list[str]:
+    """The names in ``directory`` that no run writes (empty if it does not exist)."""
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.name not in _RUN_FILES)
+
+
 def checkpoints(directory: Path) -> list[Path]:
     return sorted((directory / "checkpoints").glob("*.ckpt"))
 

@@ -37,11 +37,15 @@ class SavedRun:
     directory: Path
     config: DictConfig
     key: str = "run"  # the command-line key that named it, for messages
+    given: Path | None = None  # the checkpoint named instead of its run (run=<ckpt file>)
 
     def checkpoint(self, choice: str | None = None) -> Path:
-        """``best`` (the default, what the run's test used; ``last`` if there is no best),
-        ``last``, or a checkpoint file; a ConfigError saying what exists otherwise."""
+        """``best`` (the default, what the run's test used; ``last`` if there is no best;
+        the checkpoint named by ``run=`` if it named one), ``last``, or a checkpoint file;
+        a ConfigError saying what exists otherwise."""
         folder = self.directory / "checkpoints"
+        if choice in (None, "") and self.given is not None:
+            return self.given
         if choice in (None, "", "best", "last"):
             names = [choice] if choice else ["best", "last"]
             for name in names:
@@ -128,14 +132,42 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
             f"{key}= is required: the run directory, e.g. {key}=outputs/train/runs/..."
         )
     path = Path(directory).expanduser().resolve()
+    given = None
+    if path.is_file():
+        run_dir = path.parent.parent
+        if path.suffix != ".ckpt" or not (run_dir / ".hydra" / "config.yaml").is_file():
+            raise ConfigError(
+                f"{key}={directory}: a file, not a run directory; give the run directory "
+                f"({key}=outputs/train/runs/...), and a checkpoint of another run with ckpt="
+            )
+        if key != "run":  # resume= continues the run from its own last checkpoint
+            raise ConfigError(f"{key}={directory}: a checkpoint; give its run: {key}={run_dir}")
+        path, given = run_dir, path  # <run dir>/checkpoints/best.ckpt: that run, that file
     if not path.is_dir():
         raise ConfigError(f"{key}={directory}: no such directory")
     config_file = path / ".hydra" / "config.yaml"
     if not config_file.is_file():
+        _refuse_sweep(path, directory, key)
         raise ConfigError(f"{key}={directory}: not a run directory (no .hydra/config.yaml in it)")
     config = OmegaConf.load(config_file)
     _anchor_data_path(config, path)
-    return SavedRun(path, config, key)
+    return SavedRun(path, config, key, given)
+
+
+def _refuse_sweep(path: Path, directory: str | Path, key: str) -> None:
+    """A sweep's directory given for a run: a ConfigError naming its job folders."""
+    from dlbasics.sweeps import read_jobs
+
+    jobs = read_jobs(path)  # best first
+    if not jobs:
+        return
+    names = ", ".join(job.run_dir.name for job in sorted(jobs, key=lambda job: job.number)[:10])
+    best = " (its best)" if jobs[0].done else ""
+    raise ConfigError(
+        f"{key}={directory}: a sweep directory; give one of its jobs ({names}"
+        f"{' ...' if len(jobs) > 10 else ''}), e.g. {key}={jobs[0].run_dir}{best}; "
+        f"python -m dlbasics.sweeps {directory} lists them, best first"
+    )
 
 
 def _anchor_data_path(config: DictConfig, run_dir: Path) -> None:

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from dlbasics.errors import ConfigError, DlbasicsError, RunInterrupted, TrainingDiverged
+from dlbasics.errors import (
+    ConfigError,
+    DlbasicsError,
+    RunDirectoryRemoved,
+    RunInterrupted,
+    TrainingDiverged,
+)
 from dlbasics.rundir import is_helper_process
 
 log = logging.getLogger("dlbasics")
@@ -206,6 +212,11 @@ def job(cfg: DictConfig, show_config: bool = True) -> dict:
         if not helper:
             error.cleanup = discard_unfinished(run_dir, f"Error: {error}", in_sweep)
         raise
+    except Exception:
+        if helper or run_dir.is_dir():
+            raise
+        # Deleted while it trained (a logger's or a save's FileNotFoundError): one line.
+        raise RunDirectoryRemoved.of(run_dir) from None
     return job_result(run_dir, metrics)
 
 

@@ -61,11 +61,24 @@ def check_overrides(
                 _check_option(override.get_key_element().lstrip("+~"), value, options)
     first = [_with_value(override, _values(override)[0]) for override in parsed]
     grouped = [o for o, p in zip(first, parsed, strict=True) if _is_group(p, options)]
+    _check_template_keys(every)
     structure = _compose([*searching, *grouped])
     for override in parsed:
         key = override.get_key_element()
-        if not _is_group(override, options) and not key.startswith(("+", "~")):
+        if _is_group(override, options) or key.startswith("~"):
+            continue
+        # A key of another option of its group (data.path without data=csv) names it.
+        named = (key.lstrip("+"), structure, options, search_path, every, [*searching, *grouped])
+        if key.startswith("+"):
+            if not _has_key(structure, key[1:]):
+                _check_key_of_another_option(*named, added=True)
+            continue
+        try:
             check_key_exists(structure, key)
+        except ConfigError:
+            _check_key_of_another_option(*named)
+            raise
+    _check_hydra_keys(every, searching, grouped)
     configs = [_compose([*searching, *first])]
     for index, override in enumerate(parsed):
         for value in _values(override)[1:]:
@@ -77,16 +90,111 @@ def check_overrides(
 
 
 def parse_overrides(overrides: list[str]) -> list:
-    """Hydra's parsed overrides, or one line naming the one it cannot read and why."""
+    """Hydra's parsed overrides, or one line naming the one it cannot read and why; for an
+    override the shell split at a space, or a value Hydra reads only in quotes (``~``), the
+    line shows the quoted form to type."""
     parser = OverridesParser.create()
-    for override in overrides:
+    for index, override in enumerate(overrides):
         try:
             parser.parse_overrides([override])
         except OverrideParseException as error:
-            lines = str(error).strip().splitlines()
-            why = next((line for line in lines if " while evaluating " in line), lines[-1])
-            raise ConfigError(f"cannot read the override {override!r}: {why}") from None
+            hint = _quoting_hint(overrides, index)
+            raise ConfigError(
+                f"cannot read the override {override!r}: {hint or _parse_error(error)}"
+            ) from None
     return parser.parse_overrides(overrides)
+
+
+def _parse_error(error: OverrideParseException) -> str:
+    """Hydra's reason in a few words (its message spans lines: the input, a caret, a link)."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip(" ^")]
+    why = next((line for line in lines if " while evaluating " in line), None)
+    if why:
+        return why
+    if lines[0].startswith("LexerNoViableAltException"):
+        return (
+            "Hydra's override grammar does not accept a character of it unquoted; quote the "
+            "value, e.g. 'key=\"value\"'"
+        )
+    reasons = [line for line in lines if not line.startswith(("See ", "Error parsing override"))]
+    return reasons[-1] if reasons else lines[-1]
+
+
+def _parses(text: str):
+    """Hydra's override parsed from ``text``, or None."""
+    try:
+        return OverridesParser.create().parse_overrides([text])[0]
+    except OverrideParseException:
+        return None
+
+
+def _quoting_hint(words: list[str], index: int) -> str | None:
+    """What to type for ``words[index]``, which Hydra cannot read: the words the shell made
+    of one override at its spaces (``data.path=my file.csv``, ``data.drop=[Unnamed: 0]``)
+    joined and quoted, or a value Hydra reads only in quotes (``~/x.csv``) quoted."""
+    start = index
+    while start >= 0 and "=" not in words[start]:
+        start -= 1  # a word without '=': the tail of the override before it
+    if start < 0:
+        return None
+    end = index + 1
+    while end < len(words) and "=" not in words[end]:
+        end += 1  # the words after it without '=': the rest of this one
+    text = " ".join(words[start:end])
+    for candidate in (text, _value_quoted(text)):
+        if candidate and _parses(candidate):
+            typed = _shell_quoted(_items_quoted(candidate))
+            if end - start > 1:
+                return (
+                    f"the shell split {text!r} into {end - start} words at its spaces; "
+                    f"quote the whole override: {typed}"
+                )
+            value = text.partition("=")[2]
+            home = (
+                f" (or {text.partition('=')[0]}=$HOME{value[1:]})"
+                if value.startswith("~/") and " " not in value
+                else ""
+            )
+            return f"Hydra reads such a value only in quotes; type {typed}{home}"
+    return None
+
+
+def _value_quoted(text: str) -> str | None:
+    """``key=value`` with the value in Hydra's quotes (a plain value, not a list or a sweep)."""
+    key, _, value = text.partition("=")
+    if not value or value[0] in "[{'\"" or "(" in value or "," in value:
+        return None
+    quote = '"' if '"' not in value else "'"
+    return None if quote in value else f"{key}={quote}{value}{quote}"
+
+
+def _items_quoted(text: str) -> str:
+    """``data.drop=[Unnamed: 0]`` -> ``data.drop=['Unnamed: 0']``: the entries of a list that
+    hold more than letters, digits and ``._-/`` in Hydra's quotes (the same list, safer)."""
+    import re
+
+    override = _parses(text)
+    value = override.value() if override else None
+    if not isinstance(value, list) or not all(isinstance(v, str | int | float) for v in value):
+        return text
+    items = [
+        v if not isinstance(v, str) or re.fullmatch(r"[\w./-]+", v) or "'" in v else f"'{v}'"
+        for v in value
+    ]
+    quoted = f"{text.partition('=')[0]}=[{','.join(str(item) for item in items)}]"
+    again = _parses(quoted)
+    return quoted if again is not None and again.value() == value else text
+
+
+def _shell_quoted(text: str) -> str:
+    """``text`` as one word of a shell command, in the quotes that keep Hydra's inside."""
+    import shlex
+
+    if "'" not in text:
+        return f"'{text}'"
+    if not any(c in text for c in '"$`\\!'):
+        return f'"{text}"'
+    return shlex.quote(text)
 
 
 # Launchers that come with an extra of dlbasics: (plugin module, the extra).
@@ -283,8 +391,10 @@ def _has_module(name: str) -> bool:
 
 def check_run_dir_free(overrides: list[str], multirun: bool) -> None:
     """A ``hydra.run.dir`` (``hydra.sweep.dir``) forced onto an earlier run is refused:
-    the new run would write over that run's config and mix its files with the old ones."""
-    from dlbasics.rundir import holds_run
+    the new run would write over that run's config and mix its files with the old ones. So
+    is a ``hydra.run.dir`` holding files of the user's own: they would be mixed with the
+    run's (and a failed run cleans up only its own files)."""
+    from dlbasics.rundir import holds_run, other_files
 
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     for override in overrides:
@@ -301,6 +411,13 @@ def check_run_dir_free(overrides: list[str], multirun: bool) -> None:
             )
             raise ConfigError(
                 f"{key}={value}: already holds an earlier run; choose a new directory{hint}"
+            )
+        others = [] if multirun else other_files(directory)
+        if others:  # the run's files would land among the user's own
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise ConfigError(
+                f"{key}={value}: a folder that is not a run and holds other files ({shown}); "
+                f"choose a new or empty directory, e.g. {key}={directory / 'run'}"
             )
 
 
@@ -320,6 +437,135 @@ def _search_path_override(overrides) -> list[str]:
                 for e in entries
             ]
     return []
+
+
+def _has_key(structure: DictConfig, key: str) -> bool:
+    parent_key, _, name = key.rpartition(".")
+    parent = OmegaConf.select(structure, parent_key, default=None) if parent_key else structure
+    return isinstance(parent, DictConfig) and name in parent
+
+
+def _check_key_of_another_option(
+    key: str,
+    structure: DictConfig,
+    options: dict[str, list[str]],
+    search_path: list[str],
+    every: list,
+    choosing: list[str],
+    added: bool = False,
+) -> None:
+    """Raise a ConfigError naming the options of ``key``'s group that have it (``data.path``
+    is a key of ``data=csv``), if any: the user meant one of them, not a new key. For a key
+    being added (``+data.path``) only options of another class count: an option of the
+    same class (``data=blobs``, ``data=classification``) may pass on keys it lacks."""
+    group, _, rest = key.partition(".")
+    if not rest or group in ("experiment", "hydra") or group not in options:
+        return
+    target = OmegaConf.select(structure, f"{group}._target_", default=None)
+    having = _options_with_key(group, rest, options[group], search_path)
+    if added:
+        having = {name: other for name, other in having.items() if other != target}
+    if not having:
+        return
+    chosen = _compose(choosing, hydra=True).hydra.runtime.choices.get(group)
+    picked = {o.get_key_element().lstrip("+~") for o in every}
+    now = f"{group}={chosen}" + (
+        "" if group in picked else " (the preset's)" if "experiment" in picked else " (the default)"
+    )
+    given = [
+        o.input_line.lstrip("+")
+        for o in every
+        if o.get_key_element().lstrip("+~").startswith(group + ".") and not o.is_delete()
+    ]
+    choices = " or ".join(f"{group}={name}" for name in having)
+    example = " ".join([f"{group}={next(iter(having))}", *given])
+    raise ConfigError(
+        f"{key}: {now} has no key '{rest}'; it is a key of {choices}: choose that option, "
+        f"e.g. {example}"
+    )
+
+
+def _options_with_key(
+    group: str, key: str, names: list[str], search_path: list[str]
+) -> dict[str, str | None]:
+    """The options of ``group`` whose YAML file (the package's or the user's) sets ``key``,
+    each with its ``_target_``."""
+    from dlbasics.config import _folder
+
+    folders = [CONFIG_DIR, *(f for entry in search_path if (f := _folder(entry)))]
+    found: dict[str, str | None] = {}
+    for name in names:
+        for folder in folders:
+            file = folder / group / f"{name}.yaml"
+            if not file.is_file():
+                continue
+            content = OmegaConf.load(file)
+            if not isinstance(content, DictConfig):
+                continue
+            if "@package _global_" in file.read_text():
+                content = content.get(group)
+                if not isinstance(content, DictConfig):
+                    continue
+            if OmegaConf.select(content, key, default=_MISSING) is not _MISSING:
+                found[name] = content.get("_target_")
+                break
+    return found
+
+
+# lightning-hydra-template's search settings (hydra.sweeper.*, for Hydra's Optuna sweeper)
+# -> dlbasics' own (conf/hparams_search/optuna.yaml).
+HYDRA_SWEEPER_KEYS = {
+    "hydra.sweeper.n_trials": "hparams_search.n_trials",
+    "hydra.sweeper.direction": "hparams_search.direction",
+    "hydra.sweeper.study_name": "hparams_search.study_name",
+    "hydra.sweeper.storage": "hparams_search.storage",
+    "hydra.sweeper.n_jobs": "hparams_search.parallel_trials",
+    "hydra.sweeper.sampler.seed": "hparams_search.sampler_seed",
+    "hydra.sweeper.sampler.n_startup_trials": "hparams_search.n_startup_trials",
+}
+
+
+def _check_template_keys(every: list) -> None:
+    """lightning-hydra-template's search settings (``hydra.sweeper.n_trials``, ...) named
+    as dlbasics' own (``hparams_search.n_trials``)."""
+    for override in every:
+        if override.is_delete():
+            continue
+        key = override.get_key_element().lstrip("+")
+        value = override.input_line.split("=", 1)[1]
+        if key.startswith("hydra.sweeper.params."):
+            searched = key[len("hydra.sweeper.params.") :]
+            raise ConfigError(
+                f"{override.input_line}: dlbasics searches a key written as itself, e.g. "
+                f"-m hparams_search=optuna '{searched}={value}' (or "
+                f"hparams_search.space.{searched}=...)"
+            )
+        if key in HYDRA_SWEEPER_KEYS:
+            selected = any(o.get_key_element().lstrip("+") == "hparams_search" for o in every)
+            need = "" if selected else " with -m hparams_search=optuna"
+            raise ConfigError(
+                f"{override.input_line}: dlbasics keeps the search's settings under "
+                f"hparams_search; write {HYDRA_SWEEPER_KEYS[key]}={value}{need} "
+                "(see conf/hparams_search/optuna.yaml)"
+            )
+
+
+def _check_hydra_keys(every: list, searching: list[str], grouped: list[str]) -> None:
+    """``hydra.*`` overrides name keys of Hydra's config as composed (its launcher and
+    sweeper chosen), checked like the others (``+hydra.*`` adds a key: Hydra's to check)."""
+    hydra_keys = [
+        o
+        for o in every
+        if not o.is_delete()
+        and o.get_key_element().startswith("hydra.")
+        and o.get_key_element() != "hydra.searchpath"
+    ]
+    if not hydra_keys:
+        return
+    chosen = [o.input_line for o in every if o.get_key_element().lstrip("+").startswith("hydra/")]
+    structure = _compose([*searching, *grouped, *chosen], hydra=True)
+    for override in hydra_keys:
+        check_key_exists(structure, override.get_key_element())
 
 
 def _is_ours(override) -> bool:
@@ -367,6 +613,8 @@ def check_key_exists(config: DictConfig, key: str) -> None:
     hint = difflib.get_close_matches(name, keys, n=1, cutoff=0.5)
     where = f"{parent_key}." if parent_key else ""
     maybe = f" Did you mean {where}{hint[0]}?" if hint else f" Valid keys: {', '.join(keys)}."
+    if not keys:
+        maybe = f" ('{parent_key}' holds no keys yet.)"
     raise ConfigError(f"{key}: no such key.{maybe} (Add a new key with +{key}=...)")
 
 
@@ -622,6 +870,14 @@ def _is_whole(value, minimum: int) -> bool:
 
 def _integer_at_least(cfg: DictConfig, key: str, minimum: int) -> None:
     value = _value(cfg, key)
+    if isinstance(value, float) and value.is_integer() and value >= minimum:
+        # 1e3 or 1000.0 on the command line: YAML and Hydra read a decimal number.
+        mantissa, exponent = f"{value:e}".split("e")
+        short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}" if value else "0e0"
+        raise ConfigError(
+            f"{key}={value}: must be a whole number; {short} (like {value}) is read as the "
+            f"decimal number {value}; write it as a whole number: {key}={int(value)}"
+        )
     if not _is_whole(value, minimum):
         raise ConfigError(f"{key}={value}: must be a whole number >= {minimum}")
 
@@ -634,6 +890,11 @@ def _fraction(cfg: DictConfig, key: str) -> float:
 
 
 def _positive_integers(values: Iterable, key: str) -> None:
+    if isinstance(values, Number) and _is_whole(values, 1):
+        raise ConfigError(
+            f"{key}={values}: a list of layer sizes, one per layer; for one layer of "
+            f"{values} write {key}=[{values}]"
+        )
     values = list(values) if not isinstance(values, (str, Number)) else [values]
     bad = [v for v in values if not _is_whole(v, 1)]
     if bad:
