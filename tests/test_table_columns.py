@@ -235,3 +235,24 @@ def test_predict_reads_a_decimal_comma_file_as_training_did(fit, tmp_path):
 
     predicted = run.predict(str(csv))
     assert len(predicted) == 40 and predicted["predicted_mpg"].notna().all()
+
+
+def test_a_run_from_before_categories_is_evaluated_as_it_was_trained(fit, tmp_path):
+    import yaml
+
+    csv = write_regions(tmp_path / "prices.csv", rows=80)
+    run = table_fit(fit, csv, "data.categorical_encoding=none", "trainer.max_epochs=2")
+    config_file = run.dir / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    for key in (
+        "categorical_encoding",
+        "categorical",
+        "impute",
+        "min_category_count",
+        "unknown_category",
+        "decimal",
+    ):
+        del config["data"][key]  # as an older dlbasics wrote it: text columns were skipped
+    config_file.write_text(yaml.safe_dump(config))
+
+    assert run.evaluate()["test/r2"] == pytest.approx(run.metrics["test/r2"], abs=1e-6)

@@ -151,6 +151,7 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
         raise ConfigError(f"{key}={directory}: not a run directory (no .hydra/config.yaml in it)")
     config = OmegaConf.load(config_file)
     _anchor_data_path(config, path)
+    _read_as_it_was(config)
     return SavedRun(path, config, key, given)
 
 
@@ -168,6 +169,14 @@ def _refuse_sweep(path: Path, directory: str | Path, key: str) -> None:
         f"{' ...' if len(jobs) > 10 else ''}), e.g. {key}={jobs[0].run_dir}{best}; "
         f"python -m dlbasics.sweeps {directory} lists them, best first"
     )
+
+
+def _read_as_it_was(config: DictConfig) -> None:
+    """A table trained on before text columns were encoded (no ``categorical_encoding``
+    key in its config) left them out: rebuilt, its data must leave them out too."""
+    data = config.get("data") or {}
+    if "path" in data and "target" in data and "categorical_encoding" not in data:
+        config.data.categorical_encoding = "none"
 
 
 def _anchor_data_path(config: DictConfig, run_dir: Path) -> None:
