@@ -147,6 +147,13 @@ def test_an_identifier_is_left_out_unless_listed(tmp_path):
     assert "ID" not in read_csv_data(csv, "price").columns
     kept = read_csv_data(csv, "price", features=["ID", "a"])
     assert kept.columns == ["ID", "a"]
+    # Unique years further right are a quantity (statsmodels' longley), not row numbers.
+    longley = tmp_path / "longley.csv"
+    longley.write_text(
+        "gnp,year,employed\n"
+        + "".join(f"{234 + 9 * i},{1947 + i},{60 + i / 3:.2f}\n" for i in range(16))
+    )
+    assert read_csv_data(longley, "employed").columns == ["gnp", "year"]
 
 
 def test_predict_and_evaluate_apply_the_runs_categories(fit, tmp_path):

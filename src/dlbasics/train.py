@@ -131,7 +131,9 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     if writes:
         outcome.save(cfg.paths.output_dir)
         report.save_metrics(metrics, cfg.paths.output_dir)
-        report.print_metrics(metrics, cfg.paths.output_dir)
+        epochs = trainer.current_epoch  # epochs trained; baseline, best epoch, rows beside
+        summary = report.summarise(metrics, datamodule, epochs, checkpoint, outcome)
+        report.print_metrics(metrics, cfg.paths.output_dir, summary)
     return metrics
 
 

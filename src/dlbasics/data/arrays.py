@@ -30,10 +30,15 @@ def check_finite(values: np.ndarray, what: str) -> None:
     )
 
 
-def check_target_scaling(standardize_target: bool, task: str) -> None:
-    """``standardize_target`` scales regression targets; class labels are left as they are,
-    so asking for it on a classification task would be silently ignored."""
-    if standardize_target and task == "classification":
+def check_target_scaling(standardize_target: bool | str, task: str) -> None:
+    """``standardize_target`` scales regression targets (``auto``: those, never class
+    labels); class labels are left as they are, so ``true`` on a classification task would
+    be silently ignored."""
+    if isinstance(standardize_target, str) and standardize_target != "auto":
+        raise ConfigError(
+            f"data.standardize_target={standardize_target}: one of true, false or auto"
+        )
+    if standardize_target and standardize_target != "auto" and task == "classification":
         raise ConfigError(
             "data.standardize_target=true: the target holds class labels (classification), "
             "which are not scaled; leave it out (it is for regression targets)"

@@ -14,6 +14,7 @@ to use the model on raw data later: :meth:`~InMemoryDataModule.describe`.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,12 @@ from dlbasics.data.arrays import (
 )
 from dlbasics.errors import DataError
 
+log = logging.getLogger("dlbasics.data")
+
+# A validation or test split of fewer rows gets a warning: one row moves its accuracy by
+# more than 3 points, and its best epoch and R² are as unsteady.
+FEW_ROWS = 30
+
 
 class InMemoryDataModule(pl.LightningDataModule):
     """Base for datasets small enough to live in (device) memory.
@@ -47,6 +54,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             training split's statistics only.
         standardize_target: also standardise regression targets (training statistics);
             the module reports its metrics in the target's own units all the same.
+            ``"auto"``: regression targets yes, class labels never (``data=csv``'s default).
         stratify: keep class proportions in every split (classification only).
         shuffle: reshuffle the training rows every epoch.
         split_seed: seed of the train/val/test split (fixed, independent of the run's seed).
@@ -64,7 +72,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         standardize: bool = True,
-        standardize_target: bool = False,
+        standardize_target: bool | str = False,
         stratify: bool = True,
         shuffle: bool = True,
         split_seed: int = 0,
@@ -134,7 +142,34 @@ class InMemoryDataModule(pl.LightningDataModule):
             "class_names": list(self.class_names),
             "feature_scaling": self.feature_scaling.to_dict() if self.feature_scaling else None,
             "target_scaling": self.target_scaling.to_dict() if self.target_scaling else None,
+            "rows": self.rows(),
         }
+
+    def rows(self) -> dict[str, int]:
+        """Rows of each split: ``{"train": 404, "val": 51, "test": 51}`` (0: no such split)."""
+        if not self.splits:
+            self.setup()
+        return {
+            name: len(self.splits[name][0]) if name in self.splits else 0
+            for name in ("train", "val", "test")
+        }
+
+    def baseline(self, split: str) -> dict[str, Any]:
+        """What a model that ignores its inputs scores on ``split``, in the data's own units:
+        classification, the accuracy of always predicting the training split's majority class
+        (``{"metric": "acc", "value": ..., "predicts": "<class name>"}``); regression, the MSE
+        of always predicting the training split's mean (``"metric": "mse"``; its R² is about 0).
+        """
+        _, train = self.original_split("train")
+        _, held_out = self.original_split(split)
+        if self.task == "classification":
+            counts = np.bincount(train.astype(np.int64), minlength=int(self.num_classes))
+            majority = int(np.argmax(counts))  # a tie: the first class
+            value = float(np.mean(held_out == majority))
+            return {"metric": "acc", "value": value, "predicts": self.class_names[majority]}
+        mean = train.astype(np.float64).mean(axis=0)
+        value = float(np.mean((held_out.astype(np.float64) - mean) ** 2))
+        return {"metric": "mse", "value": value, "predicts": mean.tolist()}
 
     def save_description(self, directory: str | Path) -> Path:
         """Write :meth:`describe` to ``directory/data.json``: what the run's inputs and
@@ -183,6 +218,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.splits = {
             name: (torch.from_numpy(a), torch.from_numpy(b)) for name, (a, b) in parts.items()
         }
+        if stage == "fit":  # a run's setup: say what it learns from and is judged on
+            self._report_rows()
 
     def train_dataloader(self) -> ShuffledBatches:
         """Plain ``(x, y)`` minibatches for any LightningModule, one shard per process under
@@ -255,6 +292,32 @@ class InMemoryDataModule(pl.LightningDataModule):
             x, y = x.to(device), y.to(device)
             self.splits[name] = (x, y)
         return x, y
+
+    def _report_rows(self) -> None:
+        """One line of the rows of each split, and a warning for a held-out split too small
+        for its metrics to mean much (logger ``dlbasics.data``: console and train.log)."""
+        from dlbasics.rundir import is_helper_process
+
+        if is_helper_process():  # DDP: the first process says it
+            return
+        rows = self.rows()
+        log.info("data: %d training rows, %d validation, %d test", *rows.values())
+        headline = "acc" if self.task == "classification" else "r2"
+        for split, name in (("val", "validation"), ("test", "test")):
+            count = rows[split]
+            if not 0 < count < FEW_ROWS:
+                continue
+            moves = (
+                f" (one row moves {split}/acc by {100 / count:.2g} points)"
+                if self.task == "classification"
+                else ""
+            )
+            log.warning(
+                "data: the %s split has only %d rows, so its %s/ metrics (%s/%s, %s/loss) are "
+                "noisy%s; use more rows or a larger data.%s_fraction (now %g)",
+                name, count, split, split, headline, split, moves, split,
+                getattr(self, f"{split}_fraction"),
+            )  # fmt: skip
 
     def _split_rows(self, x: np.ndarray, y: np.ndarray) -> Split:
         """Split rows into train/val/test with ``split_seed`` (stratified for classes)."""

@@ -156,7 +156,7 @@ class TableEncoding:
                 text = text.fillna(column.fill)
             _check_present(text.isna().to_numpy(), column, where)
             text = text.replace(dict.fromkeys(column.rare, OTHER)) if column.rare else text
-            codes = pd.Categorical(text, categories=column.levels).codes
+            codes = pd.Index(column.levels).get_indexer(text)  # -1: never seen in training
             unseen = codes < 0
             if unseen.any() and self.unknown != "ignore":
                 row = int(np.flatnonzero(unseen)[0])

@@ -520,7 +520,9 @@ def choose_task(column: pd.Series, target: str, path: Path | None = None) -> tup
     return "regression", f"'{target}' holds numbers ({distinct} {kind})"
 
 
-def column_kind(column: pd.Series, categorical: list[str]) -> tuple[str, str]:
+def column_kind(
+    column: pd.Series, categorical: list[str], first: bool = False
+) -> tuple[str, str]:
     """What a column is to the model, and why in words: ``number``, ``category``,
     ``identifier`` or ``free text`` (the last two are left out by default), or ``stray``
     (numbers with a stray word: refused, naming the line)."""
@@ -531,13 +533,14 @@ def column_kind(column: pd.Series, categorical: list[str]) -> tuple[str, str]:
     distinct = present.nunique()
     if pd.api.types.is_numeric_dtype(column):
         numbers = present.to_numpy(dtype=np.float64)
-        whole = len(numbers) > 0 and bool(np.all(np.mod(numbers, 1) == 0))
+        whole = bool(np.isfinite(numbers).all()) and bool(np.all(np.mod(numbers, 1) == 0))
+        whole = whole and len(numbers) > 0
         if _named_like_id(name) and whole:
             return "identifier", "named like an identifier"
-        if whole and len(numbers) >= 10 and distinct == len(column):
+        if first and whole and len(numbers) >= 10 and distinct == len(column):
             span = numbers.max() - numbers.min() + 1
             if span <= 2 * len(numbers):  # row numbers, perhaps shuffled: not a quantity
-                return "identifier", "a unique whole number per row"
+                return "identifier", "a unique whole number per row, in the first column"
         return "number", ""
     if mostly_numbers(column):
         return "stray", ""
@@ -562,7 +565,7 @@ def default_features(
     for position, name in enumerate(table.columns):
         if name == target or name in drop:
             continue
-        kind, why = column_kind(table[name], categorical)
+        kind, why = column_kind(table[name], categorical, first=position == 0)
         if kind == "stray":
             line, value = first_non_numeric(table[name])
             raise _stray_value(name, line, value, path)
