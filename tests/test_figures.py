@@ -278,8 +278,11 @@ def test_string_labels_of_a_two_column_csv_name_the_classes(run_training, tmp_pa
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
         "confusion_matrix.png",
         "decision_regions.png",
+        "top_losses.png",
     ]
-    assert set(image_steps(tmp_path)) == {"figures/confusion_matrix", "figures/decision_regions"}
+    assert set(image_steps(tmp_path)) == {
+        "figures/confusion_matrix", "figures/decision_regions", "figures/top_losses"
+    }
 
 
 # -- what a run leaves behind ----------------------------------------------------------------
@@ -293,6 +296,8 @@ PRESET_FIGURES = {
     "model=mlp data=iris": {"confusion_matrix"},
     "model=linreg data=diabetes": {"weights", "predicted_vs_actual", "residuals"},
 }
+for _kinds in PRESET_FIGURES.values():
+    _kinds.add("top_losses")  # every classification and regression run (dlbasics.interpret)
 
 
 @pytest.mark.slow
@@ -339,6 +344,7 @@ def test_png_files_without_tensorboard(run_training, tmp_path):
     assert {p.name for p in (tmp_path / "figures").iterdir()} == {
         "decision_regions.png",
         "confusion_matrix.png",
+        "top_losses.png",
     }
     assert not list(tmp_path.rglob("events.out.tfevents.*"))
 
@@ -346,7 +352,7 @@ def test_png_files_without_tensorboard(run_training, tmp_path):
 def test_figures_follow_test_false_onto_the_validation_split(run_training, tmp_path):
     """No test: the final figures are drawn after training, on the validation split."""
     run_training("model=mlp", "data=iris", "trainer.max_epochs=2", "test=false")
-    assert image_steps(tmp_path) == {"figures/confusion_matrix": [2]}
+    assert image_steps(tmp_path) == {"figures/confusion_matrix": [2], "figures/top_losses": [2]}
 
 
 @pytest.mark.parametrize(

@@ -166,6 +166,20 @@ class Run:
         target, _, _, _, _ = export_run(self.dir, format, ckpt)
         return target
 
+    def interpret(self, top: int = 9, ckpt: str | None = None, split: str | None = None):
+        """What the model gets wrong on the run's test split (or ``split="val"`` /
+        ``"train"``): the ``top`` rows of largest loss or residual with their raw values,
+        per-class scores and the most confused pairs, or the error by target range; also
+        written to ``<run dir>/interpret/``, as ``python -m dlbasics.interpret`` does.
+        Returns a :class:`~dlbasics.interpret.Interpretation` (``.top_losses``,
+        ``.per_class``, ``.most_confused``, or ``.largest_residuals`` and
+        ``.error_by_range``, and ``.figure``), which shows its tables in a notebook."""
+        from dlbasics.api import importable_from_cwd
+        from dlbasics.interpret import interpret_run
+
+        with importable_from_cwd():
+            return interpret_run(self.dir, ckpt, top=top, split=split)
+
     # -- how it shows ---------------------------------------------------------------------
 
     def __repr__(self) -> str:

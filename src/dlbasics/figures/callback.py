@@ -23,10 +23,10 @@ class RunFigures(Callback):
     *Progress* figures (the fitted line, a linear model's weights, decision regions) show
     the model every ``every_n_epochs`` epochs in TensorBoard, so its step slider shows the
     model converge. The *final* figures — those again plus predicted vs actual, residuals,
-    the confusion matrix and misclassified images — are drawn once, for the model that is
-    tested (the best checkpoint) on the test split, or at the end of training on the
-    validation (else training) split when no test follows; they go to TensorBoard and, as
-    PNG files, to ``dirpath`` whatever the logger.
+    the confusion matrix, misclassified images and the top losses — are drawn once, for
+    the model that is tested (the best checkpoint) on the test split, or at the end of
+    training on the validation (else training) split when no test follows; they go to
+    TensorBoard and, as PNG files, to ``dirpath`` whatever the logger.
 
     Drawing stays off the training loop: at a progress epoch only the arrays are taken (a
     forward pass over a grid of inputs, a few milliseconds); they are drawn, with
@@ -42,7 +42,8 @@ class RunFigures(Callback):
             otherwise they are drawn when the test ends.
         max_images: at most this many misclassified images in their grid.
         **kinds: ``fitted_line``, ``fitted_plane``, ``weights``, ``decision_regions``, ``predicted_vs_actual``,
-            ``residuals``, ``confusion_matrix``, ``misclassified``: ``False`` switches it off.
+            ``residuals``, ``confusion_matrix``, ``misclassified``, ``top_losses``: ``False``
+            switches it off.
     """
 
     def __init__(

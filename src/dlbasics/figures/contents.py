@@ -22,7 +22,9 @@ from dlbasics.nets import LinearRegression
 #: Figures redrawn during training (TensorBoard's step slider shows them change).
 PROGRESS_KINDS = ("fitted_line", "fitted_plane", "weights", "decision_regions")
 #: Figures of the evaluated split, drawn once the model is final.
-EVALUATION_KINDS = ("predicted_vs_actual", "residuals", "confusion_matrix", "misclassified")
+EVALUATION_KINDS = (
+    "predicted_vs_actual", "residuals", "confusion_matrix", "misclassified", "top_losses",
+)  # fmt: skip
 
 DRAW = {
     "fitted_line": draw.fitted_line_figure,
@@ -33,6 +35,7 @@ DRAW = {
     "residuals": draw.residuals_figure,
     "confusion_matrix": draw.confusion_matrix_figure,
     "misclassified": draw.misclassified_figure,
+    "top_losses": draw.top_losses_figure,
 }
 
 
@@ -179,7 +182,7 @@ def evaluation_inputs(
         for kind in ("predicted_vs_actual", "residuals"):
             if kind in kinds:
                 inputs[kind] = {"actual": y, "predicted": predicted, "name": name, "title": title}
-        return inputs
+        return {**inputs, **top_losses_inputs(module, datamodule, split, kinds, title)}
 
     class_names = list(datamodule.class_names)
     if "confusion_matrix" in kinds:
@@ -197,4 +200,14 @@ def evaluation_inputs(
             "class_names": class_names,
             "title": f"{title}\n{int((predicted != y).sum())} misclassified (true → predicted)",
         }
-    return inputs
+    return {**inputs, **top_losses_inputs(module, datamodule, split, kinds, title)}
+
+
+def top_losses_inputs(module, datamodule, split: str, kinds: set[str], title: str) -> dict:
+    """The rows of ``split`` the model is most wrong about (:mod:`dlbasics.interpret`)."""
+    if "top_losses" not in kinds:
+        return {}
+    from dlbasics.interpret import DEFAULT_TOP, examine, figure_inputs
+
+    found = examine(module, datamodule, split, DEFAULT_TOP)
+    return {"top_losses": figure_inputs(found, title.replace(f", {split} split", ""))}

@@ -373,6 +373,103 @@ def misclassified_figure(
     return figure
 
 
+def top_losses_figure(style: str, title: str = "", **arrays) -> Figure:
+    """The rows a model is most wrong about, worst first (see :mod:`dlbasics.interpret`):
+    ``style="images"`` a grid of images titled true/predicted/probability/loss,
+    ``"losses"`` a table's rows as bars of their loss, ``"residuals"`` a regression's rows
+    as bars of their residual beside the error by range of the true target."""
+    drawing = {
+        "images": _top_loss_images,
+        "losses": _top_loss_bars,
+        "residuals": _largest_residuals,
+    }[style]
+    return drawing(title=title, **arrays)
+
+
+def _top_loss_images(
+    images: np.ndarray, titles: Sequence[str], wrong: Sequence[bool], title: str = ""
+) -> Figure:
+    images = np.asarray(images, dtype=float)
+    if images.ndim == 4 and images.shape[1] in (3, 4):  # colour: channels last
+        images = np.moveaxis(images, 1, -1)
+    elif images.ndim == 4:
+        images = images[:, 0]
+    count = max(1, len(images))
+    columns = min(6, int(np.ceil(np.sqrt(count))))
+    rows = int(np.ceil(count / columns))
+    figure = new_figure((1.45 * columns + 0.3, 1.6 * rows + 0.7))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for index, axes in enumerate(grid.ravel()):
+        axes.axis("off")
+        if index >= len(images):
+            continue
+        image = images[index]
+        if image.ndim == 3:  # colour, scaled into 0..1 for imshow
+            low, high = image.min(), image.max()
+            image = (image - low) / (high - low + 1e-12)
+        axes.imshow(image, cmap="gray_r", interpolation="nearest")
+        colour = "tab:red" if wrong[index] else "tab:green"
+        axes.set_title(titles[index], fontsize="small", color=colour)
+    if not len(images):
+        grid[0, 0].text(0.5, 0.5, "no rows", ha="center", va="center")
+    figure.suptitle(title or "top losses: true/predicted/probability/loss")
+    return figure
+
+
+def _bars_height(rows: int) -> float:
+    return max(3.2, 1.3 + 0.36 * rows)
+
+
+def _top_loss_bars(
+    labels: Sequence[str],
+    losses: np.ndarray,
+    notes: Sequence[str],
+    wrong: Sequence[bool],
+    title: str = "",
+) -> Figure:
+    figure = new_figure((8.5, _bars_height(len(labels))))
+    axes = figure.add_subplot()
+    positions = np.arange(len(labels))[::-1]  # the worst on top
+    colours = ["tab:red" if w else "tab:gray" for w in wrong]  # grey: right, but unsure
+    bars = axes.barh(positions, losses, color=colours, alpha=0.75)
+    axes.bar_label(bars, labels=list(notes), padding=3, fontsize="small")
+    axes.set_yticks(positions, list(labels), fontsize="small")
+    high = float(np.max(losses)) if len(losses) else 1.0
+    axes.set_xlim(0, high * 1.7 + 1e-9)  # room for the notes
+    axes.set(xlabel="loss (cross-entropy)", title=title or "top losses")
+    return figure
+
+
+def _largest_residuals(
+    labels: Sequence[str],
+    residuals: np.ndarray,
+    notes: Sequence[str],
+    ranges: Sequence[str],
+    mae: np.ndarray,
+    mean_residual: np.ndarray,
+    title: str = "",
+) -> Figure:
+    figure = new_figure((11.0, _bars_height(len(labels))))
+    rows, by_range = figure.subplots(1, 2, width_ratios=[3, 2])
+    positions = np.arange(len(labels))[::-1]
+    colours = ["tab:blue" if r >= 0 else "tab:orange" for r in residuals]
+    bars = rows.barh(positions, residuals, color=colours, alpha=0.8)
+    rows.bar_label(bars, labels=list(notes), padding=3, fontsize="x-small")
+    rows.axvline(0, color="black", lw=0.8)
+    rows.set_yticks(positions, list(labels), fontsize="small")
+    reach = float(np.max(np.abs(residuals))) if len(residuals) else 1.0
+    rows.set_xlim(-2.2 * reach - 1e-9, 2.2 * reach + 1e-9)  # room for the notes
+    rows.set(xlabel="residual (true − predicted)", title=title or "largest residuals")
+    places = np.arange(len(ranges))
+    by_range.bar(places - 0.2, mae, 0.4, label="MAE", color="tab:red", alpha=0.8)
+    by_range.bar(places + 0.2, mean_residual, 0.4, label="mean residual", color="tab:gray")
+    by_range.axhline(0, color="black", lw=0.6)
+    by_range.set_xticks(places, list(ranges), rotation=30, ha="right", fontsize="small")
+    by_range.set(xlabel="true target (quantile bins)", title="error by range")
+    by_range.legend(loc="best", fontsize="small")
+    return figure
+
+
 def rgb_array(figure: Figure) -> np.ndarray:
     """The figure rendered as an ``(H, W, 3)`` uint8 array (what TensorBoard's images take)."""
     canvas = figure.canvas
