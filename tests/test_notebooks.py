@@ -9,6 +9,7 @@ progress bar squeezed into a cell.
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,13 @@ assert all(len(run.history) == 15 for run in runs.values())
     "03_cnn_digits.ipynb": """
 assert cnn.metrics["test/acc"] > 0.85, cnn.metrics
 assert abs(again.evaluate()["test/acc"] - cnn.metrics["test/acc"]) < 1e-6
+""",
+    "05_penguins_table.ipynb": """
+assert 1e-5 < found.recommended < 1, found.recommended
+assert run.metrics["test/acc"] > 0.9, run.metrics
+assert "island=Biscoe" in used["feature_names"] and sum(used["rows"].values()) == 344
+assert len(wrong.top_losses) == 5 and "island" in wrong.top_losses.columns
+assert prediction["predicted_species"].iloc[0] == "Gentoo", prediction
 """,
     "04_hand_derivations.ipynb": """
 assert failed == 0
@@ -66,6 +74,8 @@ def test_notebook_runs_and_reaches_its_results(name, tmp_path, monkeypatch):
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},  # runs land in tmp_path/outputs
     )
+    if (EXAMPLES / "data").is_dir():  # the tables the notebooks read, where they read them
+        shutil.copytree(EXAMPLES / "data", tmp_path / "data")
     # One torch thread in the kernel: the suite runs beside it on a 2-core machine.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     client.execute()

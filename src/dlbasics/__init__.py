@@ -27,6 +27,7 @@ __all__ = [
     "load",
     "load_sweep",
     "sweep",
+    "lr_find",
     "Run",
     "Sweep",
     "DlbasicsError",
@@ -41,6 +42,7 @@ _FROM = {
     "load": "dlbasics.api",
     "load_sweep": "dlbasics.api",
     "sweep": "dlbasics.api",
+    "lr_find": "dlbasics.lr_find",
     "Run": "dlbasics.run",
     "Sweep": "dlbasics.run",
 }

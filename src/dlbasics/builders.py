@@ -106,6 +106,7 @@ _NOT_HPARAMS = (
     "logger/*",
     "figures/*",
     "hparams_search/*",  # how a search ran, the same for all its trials
+    "lr_find/*",  # settings of python -m dlbasics.lr_find, not of the run
     "ckpt_path",
     "*/_partial_",
     "trainer/default_root_dir",
