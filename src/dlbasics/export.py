@@ -196,7 +196,7 @@ def load_exported(path: Path, description: dict[str, Any] | None = None):
             from dlbasics.data.encoding import TableEncoding
             from dlbasics.table_graph import table_inputs
 
-            encoding = TableEncoding.from_dict((description or {})["encoding"])
+            encoding = TableEncoding.of(description)
             return lambda frame: session.run(None, table_inputs(frame, encoding))[0]
         return lambda x: session.run(None, {names[0]: x})[0]
     if path.suffix == ".pt2":

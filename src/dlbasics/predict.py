@@ -74,10 +74,8 @@ class Model:
         """A table's encoding (categories, fill values), or None: the columns are numbers."""
         from dlbasics.data.encoding import TableEncoding
 
-        saved = self.description.get("encoding")
-        return None if not saved or TableEncoding.from_dict(saved).is_identity else (
-            TableEncoding.from_dict(saved)
-        )
+        encoding = TableEncoding.of(self.description)
+        return None if encoding is None or encoding.is_identity else encoding
 
     @property
     def text_columns(self) -> list[str]:

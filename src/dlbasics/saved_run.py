@@ -242,8 +242,7 @@ class TrainedModel:
         or None for data that are numbers already."""
         from dlbasics.data.encoding import TableEncoding
 
-        saved = self.description.get("encoding")
-        return TableEncoding.from_dict(saved) if saved else None
+        return TableEncoding.of(self.description)
 
     def check_same_data(self, description: dict[str, Any], what: str) -> None:
         """A DataError if data rebuilt now (their ``describe()``) are not what the model was

@@ -178,6 +178,13 @@ class TableEncoding:
         return {"unknown": self.unknown, "columns": [c.to_dict() for c in self.columns]}
 
     @classmethod
+    def of(cls, description: dict[str, Any]) -> TableEncoding | None:
+        """The encoding a run's data description (``data.json``, a checkpoint's, an
+        export's sidecar) holds, or None for data that are numbers already."""
+        saved = (description or {}).get("encoding")
+        return cls.from_dict(saved) if saved else None
+
+    @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> TableEncoding:
         columns = [
             Column(

@@ -469,12 +469,18 @@ def check_target_exists(table: pd.DataFrame, target: str | None, path: Path) -> 
     )
 
 
-def check_dropped(table: pd.DataFrame, drop: list[str], target: str, path: Path) -> None:
-    unknown = [name for name in drop if name not in table.columns]
+def check_listed(table: pd.DataFrame, names: list[str], key: str, path: Path) -> None:
+    """A DataError naming ``key`` (``data.drop``, ...) and the file's columns when one of
+    ``names`` is not a column."""
+    unknown = [name for name in names if name not in table.columns]
     if unknown:
         raise DataError(
-            f"data.drop: no column {_names(unknown)} in '{path}'. Columns: {_names(table.columns)}"
+            f"{key}: no column {_names(unknown)} in '{path}'. Columns: {_names(table.columns)}"
         )
+
+
+def check_dropped(table: pd.DataFrame, drop: list[str], target: str, path: Path) -> None:
+    check_listed(table, drop, "data.drop", path)
     if target in drop:
         raise DataError(f"data.drop: '{target}' is the target (data.target); it cannot be dropped")
 
@@ -482,12 +488,7 @@ def check_dropped(table: pd.DataFrame, drop: list[str], target: str, path: Path)
 def check_categorical(
     table: pd.DataFrame, categorical: list[str], target: str, path: Path
 ) -> None:
-    unknown = [name for name in categorical if name not in table.columns]
-    if unknown:
-        raise DataError(
-            f"data.categorical: no column {_names(unknown)} in '{path}'. "
-            f"Columns: {_names(table.columns)}"
-        )
+    check_listed(table, categorical, "data.categorical", path)
     if target in categorical:
         raise DataError(
             f"data.categorical: '{target}' is the target (data.target); list only input columns "
@@ -606,12 +607,7 @@ def checked_features(
             "data.features=[]: no feature columns; list at least one, or use "
             "data.features=null for every usable column"
         )
-    unknown = [name for name in features if name not in table.columns]
-    if unknown:
-        raise DataError(
-            f"data.features: no column {_names(unknown)} in '{path}'. "
-            f"Columns: {_names(table.columns)}"
-        )
+    check_listed(table, features, "data.features", path)
     if target in features:
         raise DataError(
             f"data.features: '{target}' is the target (data.target); list only input columns"
