@@ -297,7 +297,7 @@ def test_mistakes_are_one_line(flipped, tmp_path, capsys):
         run.interpret(split="test")
 
 
-def test_the_command_prints_its_tables_and_where_they_are(flipped):
+def test_the_command_prints_its_tables_and_where_they_are(flipped, capsys):
     run, _ = flipped
     done = subprocess.run(
         [sys.executable, "-m", "dlbasics.interpret", f"run={run.dir}", "top=6", "split=train"],
@@ -310,11 +310,11 @@ def test_the_command_prints_its_tables_and_where_they_are(flipped):
     table = out.split("Top losses", 1)[1].split("Per class", 1)[0]
     assert all(f"│ {line_of(row):>4} │" in table for row in FLIPPED)
     assert f"Written to {run.dir / 'interpret'}: top_losses.csv" in " ".join(out.split())
-    helped = subprocess.run(
-        [sys.executable, "-m", "dlbasics.interpret", "--help"], capture_output=True, text=True
-    )
-    assert helped.returncode == 0 and helped.stdout.startswith("What the model gets wrong")
-    assert "split=NAME" in helped.stdout
+    from dlbasics import commands, interpret
+
+    commands.run(interpret.main, interpret.__doc__, ["--help"])  # what cli() does, in-process
+    helped = capsys.readouterr().out
+    assert helped.startswith("What the model gets wrong") and "split=NAME" in helped
 
 
 def test_the_readme_commands(flipped, capsys):

@@ -228,9 +228,20 @@ def test_the_readme_shows_the_commands_tested_here():
     assert 'dlbasics.lr_find("experiment=mlp_moons")' in (ROOT / "README.md").read_text()
 
 
-def test_command_line(tmp_path):
-    shown = lr_find_cli("--help", cwd=tmp_path)
-    assert shown.returncode == 0 and "lr_find.num_steps=100" in shown.stdout
+def test_command_line(tmp_path, monkeypatch, capsys):
+    from dlbasics.lr_find import cli
+
+    # --help and a failing curve in this process (what they print, their exit code) ...
+    monkeypatch.chdir(tmp_path)
+    cli(["--help"])
+    assert "lr_find.num_steps=100" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as ended:
+        cli(["experiment=linreg_tiny", "lr_find.min_lr=1", "lr_find.max_lr=100"])
+    failed = capsys.readouterr()
+    assert ended.value.code == 1 and failed.out.count("\n") <= 1
+    assert failed.err.startswith("Error: the loss diverged from the start")
+    assert failed.err.count("\n") == 1
+    # ... and the README's command as a user runs it: a process of its own.
     done = lr_find_cli("experiment=mlp_moons", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     for name in ("steepest", "valley", "minimum/10"):
@@ -241,9 +252,3 @@ def test_command_line(tmp_path):
         re.M,
     )
     assert len(list((tmp_path / "outputs" / "mlp_moons" / "lr_find").glob("*/lr_find.png"))) == 1
-    failed = lr_find_cli(
-        "experiment=linreg_tiny", "lr_find.min_lr=1", "lr_find.max_lr=100", cwd=tmp_path
-    )
-    assert failed.returncode == 1 and failed.stdout.count("\n") <= 1
-    assert failed.stderr.startswith("Error: the loss diverged from the start")
-    assert failed.stderr.count("\n") == 1
