@@ -29,7 +29,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from dlbasics.config import CONFIG_DIR, register_experiments
+from dlbasics.config.tree import CONFIG_DIR
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,7 +79,6 @@ class StepListener:
 
 
 def compose_workload(name: str, run_dir: str, *extra: str):
-    register_experiments()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose(
             "train",
@@ -101,7 +100,7 @@ def steady_per_epoch(ends: list[float]) -> float:
 def run_dlbasics(name: str, hook_path: bool = False) -> tuple[float, float]:
     """Seconds per epoch and the final validation (or train) loss of a dlbasics run; with
     ``hook_path`` a callback listens to ``on_before_optimizer_step``."""
-    from dlbasics.train import train
+    from dlbasics.training.train import train
 
     EPOCH_ENDS.clear()
     listener = ["+callbacks.step_listener._target_=__main__.StepListener"] if hook_path else []
@@ -112,7 +111,7 @@ def run_dlbasics(name: str, hook_path: bool = False) -> tuple[float, float]:
 
 def whole_run_seconds(name: str, *extra: str) -> float:
     """Wall seconds of ``train()`` from start to end (fit, test, figures), imports done."""
-    from dlbasics.train import train
+    from dlbasics.training.train import train
 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose_workload(name, run_dir, *extra)

@@ -50,7 +50,7 @@ FLOOR = (
     + """
 import json, sys, time
 import numpy as np, pandas as pd, torch
-from dlbasics.saved_run import open_run
+from dlbasics.using.saved_run import open_run
 model = open_run(sys.argv[1]).load()
 net, columns = model.raw_feature_model(), model.feature_columns
 started = time.perf_counter()
@@ -67,7 +67,7 @@ PREDICT = (
     _PEAK
     + """
 import json, sys, time
-from dlbasics import predict
+from dlbasics.using import predict
 timed, inner = {}, predict.predict_file
 def predict_file(*args):
     started = time.perf_counter()

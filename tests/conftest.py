@@ -21,7 +21,7 @@ import pytest  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from dlbasics.config import CONFIG_DIR, register_experiments  # noqa: E402
+from dlbasics.config.tree import CONFIG_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,8 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def make_config(tmp_path):
     """Compose ``train.yaml`` with overrides, writing the run into ``tmp_path``."""
-
-    register_experiments()  # as `python -m dlbasics.train` does on import
 
     def make(*overrides: str) -> DictConfig:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
@@ -51,7 +49,7 @@ def make_config(tmp_path):
 @pytest.fixture
 def run_training(make_config):
     """Compose a config and train it; returns ``(config, final metrics)``."""
-    from dlbasics.train import train
+    from dlbasics.training.train import train
 
     def run(*overrides: str):
         cfg = make_config(*overrides)

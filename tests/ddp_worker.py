@@ -15,8 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from dlbasics.config import CONFIG_DIR
-from dlbasics.train import build_module
+from dlbasics.config.tree import CONFIG_DIR
+from dlbasics.training.train import build_module
 
 
 class Record(pl.Callback):

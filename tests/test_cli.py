@@ -91,7 +91,7 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     (wheel,) = dist.glob("dlbasics-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "dlbasics/conf/train.yaml" in names
-    assert "dlbasics/experiments/cnn_digits.yaml" in names
+    assert "dlbasics/conf/experiment/cnn_digits.yaml" in names
     subprocess.run(
         [
             sys.executable,
@@ -168,7 +168,7 @@ def test_readme_commands_compose(make_config):
     """Every `python -m dlbasics.train ...` line of the README names real groups and keys."""
     import shlex
 
-    from dlbasics.prechecks import check_command_line
+    from dlbasics.config.prechecks import check_command_line
 
     commands = [
         line.strip()

@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from conftest import run_cli
 from dlbasics.data import CsvData
 from dlbasics.errors import ConfigError, DataError
-from dlbasics.module import SupervisedModule
+from dlbasics.training.module import SupervisedModule
 
 
 def write_linear_csv(path, rows=200, seed=0):

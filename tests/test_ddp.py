@@ -75,8 +75,8 @@ def replayed_last_epoch(ranks) -> list[tuple[int, float]]:
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from dlbasics.config import CONFIG_DIR
-    from dlbasics.train import build_module
+    from dlbasics.config.tree import CONFIG_DIR
+    from dlbasics.training.train import build_module
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["data=moons"])

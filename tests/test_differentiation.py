@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dlbasics import differentiation as d
-from dlbasics.manual import main
+from dlbasics.course.manual import main
 from dlbasics.nets import CNN, MLP, LinearRegression
 
 

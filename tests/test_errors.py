@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import run_cli
+from dlbasics.config.checks import check_config, check_overrides
 from dlbasics.errors import ConfigError, DataError
-from dlbasics.validate import check_config, check_overrides
 
 
 def assert_one_clear_error(result, *expected: str, exit_code: int = 2) -> str:
@@ -169,8 +169,8 @@ def test_a_diverging_job_of_a_sweep_ends_only_that_job(tmp_path):
 
 def test_the_activation_check_knows_exactly_the_nets_activations():
     # validate.py keeps its own list so that checking needs no torch import.
+    from dlbasics.config.checks import ACTIVATIONS as CHECKED
     from dlbasics.nets import ACTIVATIONS
-    from dlbasics.validate import ACTIVATIONS as CHECKED
 
     assert set(CHECKED) == set(ACTIVATIONS)
 
@@ -185,7 +185,7 @@ def test_the_activation_check_knows_exactly_the_nets_activations():
     ],
 )
 def test_a_checkpoint_that_does_not_fit_says_what_differs(make_config, overrides, expected):
-    from dlbasics.train import train
+    from dlbasics.training.train import train
 
     quiet = ["logger=none", "figures=none"]
     train(make_config("data=moons", "model=mlp", "trainer.max_epochs=1", *quiet))

@@ -1,4 +1,4 @@
-"""Every preset in experiments/ reproduces the numbers its exercise promises, with its real settings."""
+"""Every preset in conf/experiment/ reproduces the numbers its exercise promises, with its real settings."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from dlbasics.config import EXPERIMENTS_DIR
-from dlbasics.module import SupervisedModule
+from dlbasics.config.tree import CONFIG_DIR
+from dlbasics.training.module import SupervisedModule
 
 
 def best_module(tmp_path) -> SupervisedModule:
@@ -24,7 +24,7 @@ def last_module(tmp_path) -> SupervisedModule:
 
 
 def test_every_preset_is_tested_here():
-    presets = {path.stem for path in EXPERIMENTS_DIR.glob("*.yaml")}
+    presets = {path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")}
     assert presets == {"linreg_1d", "linreg_2d", "linreg_tiny", "mlp_moons", "cnn_digits"}
 
 

@@ -18,7 +18,7 @@ from sklearn.datasets import make_moons, make_regression
 
 from dlbasics.figures import draw
 from dlbasics.figures.contents import evaluation_inputs, progress_inputs
-from dlbasics.module import SupervisedModule
+from dlbasics.training.module import SupervisedModule
 
 ALL_KINDS = {
     "fitted_line",
@@ -364,9 +364,9 @@ def test_figures_follow_test_false_onto_the_validation_split(run_training, tmp_p
     ],
 )
 def test_a_bad_figures_value_is_one_line_naming_the_key(make_config, override, message):
+    from dlbasics.config.checks import check_config
     from dlbasics.errors import ConfigError
-    from dlbasics.train import train
-    from dlbasics.validate import check_config
+    from dlbasics.training.train import train
 
     cfg = make_config("experiment=linreg_tiny", "trainer.max_epochs=1", override)
     with pytest.raises(ConfigError, match=message):

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlbasics import commands, interpret
+from dlbasics.cli import commands
 from dlbasics.errors import ConfigError
+from dlbasics.using import interpret
 
 FLIPPED = [10, 57, 123, 200, 271]  # rows (from 0) whose label is flipped
 OUTLIERS = {17: 60.0, 88: -70.0, 150: 80.0}  # row -> what is added to its target
@@ -310,7 +311,8 @@ def test_the_command_prints_its_tables_and_where_they_are(flipped, capsys):
     table = out.split("Top losses", 1)[1].split("Per class", 1)[0]
     assert all(f"│ {line_of(row):>4} │" in table for row in FLIPPED)
     assert f"Written to {run.dir / 'interpret'}: top_losses.csv" in " ".join(out.split())
-    from dlbasics import commands, interpret
+    from dlbasics.cli import commands
+    from dlbasics.using import interpret
 
     commands.run(interpret.main, interpret.__doc__, ["--help"])  # what cli() does, in-process
     helped = capsys.readouterr().out

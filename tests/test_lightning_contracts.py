@@ -15,9 +15,9 @@ from hydra.utils import instantiate
 from torch import nn
 from torch.nn import functional as F
 
-from dlbasics.batches import ShuffledBatches, ShuffledChunks, shard
-from dlbasics.config import CONFIG_DIR
-from dlbasics.train import build_module
+from dlbasics.config.tree import CONFIG_DIR
+from dlbasics.training.batches import ShuffledBatches, ShuffledChunks, shard
+from dlbasics.training.train import build_module
 
 
 def compose_config(*overrides: str):
@@ -146,14 +146,14 @@ def test_limits_counted_in_steps_count_minibatches(limits, steps):
 
 
 def test_dlbasics_default_callbacks_keep_the_fast_path():
-    from dlbasics.callbacks import EpochProgressBar, GracefulStop
+    from dlbasics.training.callbacks import EpochProgressBar, GracefulStop
 
     trainer, _ = train_moons(EpochProgressBar(), GracefulStop(), enable_progress_bar=True)
     assert isinstance(trainer.train_dataloader, ShuffledChunks)
 
 
 def test_a_subclass_that_overrides_a_step_hook_gets_every_call():
-    from dlbasics.module import SupervisedModule
+    from dlbasics.training.module import SupervisedModule
 
     class Watched(SupervisedModule):
         calls = 0
@@ -207,8 +207,8 @@ def test_the_readmes_own_lightning_module_runs_as_written(tmp_path):
 
 
 def test_a_subclass_of_a_chunk_safe_callback_is_judged_by_its_own_hooks():
-    from dlbasics.callbacks import GracefulStop
-    from dlbasics.module import listens_per_step
+    from dlbasics.training.callbacks import GracefulStop
+    from dlbasics.training.module import listens_per_step
 
     class Watching(GracefulStop):
         def on_after_backward(self, trainer, pl_module):

@@ -56,7 +56,7 @@ def test_a_long_config_value_is_printed_whole_off_a_terminal():
     from omegaconf import OmegaConf
     from rich.console import Console
 
-    from dlbasics import report
+    from dlbasics.training import report
 
     deep = "/data/" + "/".join(f"folder_{i:02d}" for i in range(30)) + "/end.csv"  # 300 chars
     out = io.StringIO()

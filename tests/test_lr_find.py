@@ -20,7 +20,7 @@ import torch
 
 import dlbasics
 from dlbasics import ConfigError, DlbasicsError
-from dlbasics.lr_find import (
+from dlbasics.training.lr_find import (
     BETA,
     MIN_STEPS,
     RangeTestFailed,
@@ -97,7 +97,7 @@ def test_range_test_leaves_the_weights_as_they_were(make_config):
     import lightning.pytorch as pl
     from hydra.utils import instantiate
 
-    from dlbasics.train import build_module
+    from dlbasics.training.train import build_module
 
     def fresh():
         cfg = make_config("model=mlp", "data=moons", "model.dropout=0.1")
@@ -229,7 +229,7 @@ def test_the_readme_shows_the_commands_tested_here():
 
 
 def test_command_line(tmp_path, monkeypatch, capsys):
-    from dlbasics.lr_find import cli
+    from dlbasics.training.lr_find import cli
 
     # --help and a failing curve in this process (what they print, their exit code) ...
     monkeypatch.chdir(tmp_path)

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from dlbasics import manual
+from dlbasics.course import manual
 from dlbasics.nets import CNN, MLP
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -8,9 +8,9 @@ import textwrap
 import pytest
 
 from conftest import fit_error, run_cli
+from dlbasics.config.checks import parse_overrides
+from dlbasics.config.prechecks import check_command_line
 from dlbasics.errors import ConfigError
-from dlbasics.prechecks import check_command_line
-from dlbasics.validate import parse_overrides
 
 TINY = ("model=linreg", "data=linear", "data.n_samples=64", "figures=none", "logger=none")
 
@@ -83,7 +83,7 @@ def test_hydra_keys_are_checked_and_template_search_keys_named():
 
 
 def test_evaluate_names_a_sweeps_jobs_and_takes_a_checkpoint_as_run(fit, tmp_path):
-    from dlbasics.evaluate import evaluate_run
+    from dlbasics.using.evaluate import evaluate_run
 
     sweep = tmp_path / "sweep"
     for number in (0, 1):

@@ -13,10 +13,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from conftest import read_csv_metrics
-from dlbasics.config import CONFIG_DIR
-from dlbasics.module import SupervisedModule
+from dlbasics.config.tree import CONFIG_DIR
 from dlbasics.nets import CNN, MLP, make_activation
-from dlbasics.train import build_module
+from dlbasics.training.module import SupervisedModule
+from dlbasics.training.train import build_module
 
 
 def epoch_rows(run_dir) -> list[dict[str, float]]:

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import read_csv_metrics, run_cli
-from dlbasics.callbacks import _atomic_save
 from dlbasics.errors import ConfigError, DataError
+from dlbasics.training.callbacks import _atomic_save
 
 pytestmark = pytest.mark.slow
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 import dlbasics
-from dlbasics.builders import build
 from dlbasics.data.arrays import check_target_scaling
 from dlbasics.errors import ConfigError
+from dlbasics.training.builders import build
 
 QUIET = (
     "logger=none", "figures=none", "callbacks.progress_bar=null",

@@ -24,8 +24,8 @@ from tensorboard.plugins.hparams import backend_context, plugin_data_pb2
 from torchmetrics.functional import r2_score
 
 from conftest import ROOT, read_csv_metrics, run_cli
-from dlbasics.config import run_name
-from dlbasics.module import SupervisedModule
+from dlbasics.config.tree import run_name
+from dlbasics.training.module import SupervisedModule
 
 
 def tensorboard_runs(logdir: Path) -> dict[str, EventAccumulator]:

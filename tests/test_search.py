@@ -16,10 +16,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from conftest import read_csv_metrics, run_cli
+from dlbasics.config.prechecks import check_command_line
 from dlbasics.errors import ConfigError
-from dlbasics.objective import Outcome, choose_objective
-from dlbasics.prechecks import check_command_line
-from dlbasics.search import distribution, parse_space
+from dlbasics.search.hparams import distribution, parse_space
+from dlbasics.training.objective import Outcome, choose_objective
 
 TINY = ["trainer.max_epochs=3", "data.n_samples=200"]
 
@@ -143,7 +143,7 @@ def test_every_preset_space_and_the_default_one_pass_the_checks():
 
 
 def test_a_missing_extra_is_named(monkeypatch):
-    import dlbasics.validate as validate
+    import dlbasics.config.checks as validate
 
     monkeypatch.setattr(validate, "_has_module", lambda name: False)
     with pytest.raises(ConfigError, match=r"pip install 'dlbasics\[sweep\]'"):
@@ -299,7 +299,7 @@ def test_parallel_jobs_share_the_cores_this_process_may_use(n_jobs, threads, mon
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from dlbasics.train import share_cores_with_parallel_jobs
+    from dlbasics.training.train import share_cores_with_parallel_jobs
 
     launcher = OmegaConf.create(
         {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher",
@@ -345,8 +345,8 @@ class _FakeLauncher:
 def test_an_interrupted_batch_is_not_counted_and_the_next_command_continues(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from dlbasics.config import CONFIG_DIR
-    from dlbasics.search import Search
+    from dlbasics.config.tree import CONFIG_DIR
+    from dlbasics.search.hparams import Search
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         config = compose(
@@ -387,10 +387,9 @@ def test_an_interrupted_batch_is_not_counted_and_the_next_command_continues(tmp_
 def test_a_study_is_named_after_what_it_searches(tmp_path, overrides, name):
     from hydra import compose, initialize_config_dir
 
-    from dlbasics.config import CONFIG_DIR, register_experiments
-    from dlbasics.search import read_settings
+    from dlbasics.config.tree import CONFIG_DIR
+    from dlbasics.search.hparams import read_settings
 
-    register_experiments()
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         config = compose(
             "train", overrides=["hparams_search=optuna", *overrides], return_hydra_config=True
@@ -414,7 +413,7 @@ def _job(folder: Path, number: int, overrides: list[str], outcome, metrics: dict
 def test_summary_of_a_sweep_over_presets_with_different_objectives(tmp_path):
     from rich.console import Console
 
-    from dlbasics.sweeps import summarize
+    from dlbasics.search.sweeps import summarize
 
     # -m experiment=mlp_moons,linreg_1d seed=0,1: each preset writes under its own task name.
     sweep = tmp_path / "outputs" / "train" / "multiruns" / "2026-01-01_00-00-00_1"

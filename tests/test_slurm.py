@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from dlbasics import validate
+from dlbasics.config import checks as validate
 from dlbasics.errors import ConfigError
 
 
@@ -43,7 +43,7 @@ def test_a_launcher_without_a_multirun_says_so():
 def test_a_sweep_of_ddp_jobs_needs_a_cluster_launcher():
     from hydra import compose, initialize_config_dir
 
-    from dlbasics.config import CONFIG_DIR
+    from dlbasics.config.tree import CONFIG_DIR
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         ddp = compose("train", overrides=["trainer=ddp", "trainer.accelerator=cpu"])
@@ -71,8 +71,8 @@ def test_a_copy_of_the_slurm_config_in_the_users_folder_sends_jobs_to_slurm(tmp_
 
 
 def test_devices_of_jobs_sent_to_a_cluster_are_not_checked_against_this_machine():
+    from dlbasics.config.prechecks import check_command_line
     from dlbasics.errors import ConfigError
-    from dlbasics.prechecks import check_command_line
 
     ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=64"]
     slurm = ["hydra/launcher=slurm", "hydra.launcher.tasks_per_node=64"]

@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from dlbasics.batches import ShuffledChunks, epoch_permutation
-from dlbasics.module import SupervisedModule
+from dlbasics.training.batches import ShuffledChunks, epoch_permutation
+from dlbasics.training.module import SupervisedModule
 
 
 def test_batches_are_whole_slices_and_cover_every_row_once_per_epoch():

@@ -121,7 +121,7 @@ def test_missing_tokens_are_counted_then_filled_from_the_training_rows(tmp_path,
 
 
 def test_the_missing_tokens_of_training_are_those_of_predict():
-    from dlbasics.predict import _MISSING
+    from dlbasics.using.predict import _MISSING
 
     assert set(MISSING) <= set(_MISSING)
 
@@ -176,7 +176,7 @@ def test_predict_and_evaluate_apply_the_runs_categories(fit, tmp_path):
 
 def test_the_onnx_export_reads_raw_rows_with_text(fit, tmp_path):
     pytest.importorskip("onnxruntime")
-    from dlbasics.export import load_exported
+    from dlbasics.using.export import load_exported
 
     csv = write_regions(tmp_path / "prices.csv", missing_every=25)
     run = table_fit(fit, csv, "data.impute=median", "trainer.max_epochs=3")
@@ -193,7 +193,7 @@ def test_the_onnx_export_reads_raw_rows_with_text(fit, tmp_path):
 
 
 def test_export_parity_is_relative_to_the_outputs_size():
-    from dlbasics.export import Difference
+    from dlbasics.using.export import Difference
 
     expected = np.array([[950.0], [1200.0]], dtype=np.float32)  # a Credit balance
     difference = Difference(expected + np.float32(1.2e-4), expected)
@@ -204,7 +204,7 @@ def test_export_parity_is_relative_to_the_outputs_size():
 
 
 def test_a_failed_export_leaves_no_folder(fit, tmp_path, monkeypatch):
-    import dlbasics.export as export
+    import dlbasics.using.export as export
 
     run = fit("experiment=linreg_tiny", "trainer.max_epochs=2", *QUIET)
 

@@ -342,7 +342,7 @@ def test_training_on_a_gzipped_csv(fit, tmp_path):
     ids=["gzip", "xlsx", "utf-16", "spaces"],
 )
 def test_predict_input_that_is_not_plain_csv_is_one_error(tmp_path, name, write, said):
-    from dlbasics.predict import read_header
+    from dlbasics.using.predict import read_header
 
     write(tmp_path / name)
     with pytest.raises(DataError) as caught:

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from torch.nn import functional as F
 
 from conftest import read_csv_metrics
-from dlbasics.module import SupervisedModule
+from dlbasics.training.module import SupervisedModule
 
 # Moons with 2000 rows (500 test rows, so one point of accuracy is 5 rows). Measured on this
 # split: a linear classifier (model=linreg, Adam lr 0.02, 20 epochs) reaches 0.854 test
@@ -265,8 +265,8 @@ def test_gradient_clipping_tames_a_learning_rate_that_diverges(run_training):
 
 
 def test_float32_matmul_precision_is_a_checked_config_key(run_training, make_config):
+    from dlbasics.config.checks import check_config
     from dlbasics.errors import ConfigError
-    from dlbasics.validate import check_config
 
     with pytest.raises(ConfigError, match="float32_matmul_precision=low: one of highest"):
         check_config(make_config("float32_matmul_precision=low"))

@@ -17,7 +17,7 @@ import dlbasics
 from conftest import run_cli
 from dlbasics.data.table import read_csv_data
 from dlbasics.errors import ConfigError, DataError
-from dlbasics.module import SupervisedModule
+from dlbasics.training.module import SupervisedModule
 
 
 def runs_in(folder):
@@ -75,7 +75,7 @@ def imported(result, package: str) -> bool:
 
 
 def test_a_library_message_names_the_key_it_mentions_whatever_its_case():
-    from dlbasics.builders import config_errors
+    from dlbasics.training.builders import config_errors
 
     with pytest.raises(ConfigError, match=r"\(check scheduler.factor=2\)"):
         with config_errors({"_target_": "Plateau", "factor": 2}, "scheduler"):
@@ -180,7 +180,7 @@ def test_ctrl_c_while_hydra_saves_the_runs_config_leaves_nothing_behind(tmp_path
 
 
 def test_a_checkpoint_of_another_model_is_refused_and_nothing_is_written(make_config, tmp_path):
-    from dlbasics.train import train
+    from dlbasics.training.train import train
 
     train(make_config("trainer.max_epochs=1", "logger=none"))
     other = tmp_path / "mlp.ckpt"
@@ -227,7 +227,7 @@ def test_resume_records_the_overrides_it_accepts(finished_run, fit, capsys):
 
 @pytest.mark.slow
 def test_a_run_directory_has_one_owner(finished_run):
-    from dlbasics.rundir import claim, release
+    from dlbasics.config.rundir import claim, release
 
     folder, run = finished_run
     claim(run, "test")
@@ -397,7 +397,8 @@ def test_a_ctrl_c_that_a_library_swallowed_still_ends_as_an_interruption(tmp_pat
     # "interrupted", exit 130 and leave nothing behind.
     script = (
         "import os, signal, sys\n"
-        "import dlbasics.train as t\n"
+        "import dlbasics.training.train as t\n"
+        "from dlbasics.cli.train import main\n"
         "def swallowing_import(cfg, **keywords):\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"
@@ -406,7 +407,7 @@ def test_a_ctrl_c_that_a_library_swallowed_still_ends_as_an_interruption(tmp_pat
         "    raise ImportError('cannot load module more than once per process')\n"
         "t.train = swallowing_import\n"
         "sys.argv = ['dlbasics.train', 'trainer.max_epochs=1']\n"
-        "t.main()\n"
+        "main()\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120

@@ -17,8 +17,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlbasics import commands, evaluate, export, predict
-from dlbasics.config import CONFIG_DIR
+from dlbasics.cli import commands
+from dlbasics.config.tree import CONFIG_DIR
+from dlbasics.using import evaluate, export, predict
 
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
 
@@ -41,7 +42,7 @@ def penguin_like(rows: int, seed: int) -> pd.DataFrame:
 
 def train_run(directory, *overrides):
     """Train as ``python -m dlbasics.train`` would, leaving the run's .hydra/config.yaml."""
-    from dlbasics.train import train
+    from dlbasics.training.train import train
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(
@@ -327,7 +328,7 @@ def test_predict_runs_an_exported_onnx_model_without_torch(runs, tmp_path, capsy
     command(export, f"run={runs['mlp']}", "format=onnx", capsys=capsys)
     penguin_like(50, seed=4).to_csv(tmp_path / "in.csv", index=False)
     script = (
-        "import sys; from dlbasics import commands, predict; "
+        "import sys; from dlbasics.cli import commands; from dlbasics.using import predict; "
         "commands.run(predict.main, '', sys.argv[1:]); print('torch' in sys.modules)"
     )
     done = subprocess.run(
@@ -414,7 +415,7 @@ def test_bad_runs_and_checkpoints_are_one_line_each(runs, tmp_path, capsys):
 @pytest.mark.parametrize("name", ["evaluate", "predict", "export"])
 def test_help_answers_without_importing_torch(name):
     script = (
-        f"import sys; from dlbasics import commands, {name} as m; "
+        f"import sys; from dlbasics.cli import commands; from dlbasics.using import {name} as m; "
         "commands.run(m.main, m.__doc__, ['--help']); print('torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

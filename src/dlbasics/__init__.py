@@ -42,9 +42,9 @@ _FROM = {
     "load": "dlbasics.api",
     "load_sweep": "dlbasics.api",
     "sweep": "dlbasics.api",
-    "lr_find": "dlbasics.lr_find",
-    "Run": "dlbasics.run",
-    "Sweep": "dlbasics.run",
+    "lr_find": "dlbasics.training.lr_find",
+    "Run": "dlbasics.using.run",
+    "Sweep": "dlbasics.using.run",
 }
 
 

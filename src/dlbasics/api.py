@@ -2,9 +2,9 @@
 
 ``fit`` takes the command line's override strings, runs the same checks, composes the same
 config tree (Hydra's compose API, inside a context: no global Hydra state is left behind)
-and runs the same job (:func:`dlbasics.train.job`) through Hydra's ``run_job``, the call a
+and runs the same job (:func:`dlbasics.training.train.job`) through Hydra's ``run_job``, the call a
 launcher plugin makes, so the run directory is laid out exactly as the command line lays it
-out (``.hydra/``, ``train.log``, checkpoints, figures). It returns a :class:`~dlbasics.run.Run`.
+out (``.hydra/``, ``train.log``, checkpoints, figures). It returns a :class:`~dlbasics.using.run.Run`.
 
 A mistake raises a :class:`~dlbasics.errors.DlbasicsError` whose message is the line the
 command line prints. Nothing here exits the process or reads ``sys.argv``; what a run
@@ -24,7 +24,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from dlbasics.errors import ConfigError, DlbasicsError
-from dlbasics.run import Run, Sweep
+from dlbasics.using.run import Run, Sweep
 
 log = logging.getLogger("dlbasics")
 
@@ -47,10 +47,8 @@ def fit(
     config_dirs = _config_dirs(config_dir)
     if root_dir is not None:
         words.insert(0, f"paths.root_dir={_root(root_dir)}")
-    from dlbasics.config import register_experiments
-    from dlbasics.prechecks import check_command_line
+    from dlbasics.config.prechecks import check_command_line
 
-    register_experiments()  # experiment=NAME from experiments/
     resume = [w for w in words if w.startswith("resume=")]
     if resume:
         rest = [w for w in words if w not in resume and not w.startswith("paths.root_dir=")]
@@ -65,8 +63,8 @@ def fit(
 def load(path: str | Path) -> Run:
     """The run in ``path`` (a run directory, or a checkpoint file inside one), made by the
     command line or by :func:`fit`."""
-    from dlbasics.saved_run import open_run
-    from dlbasics.sweeps import read_jobs
+    from dlbasics.search.sweeps import read_jobs
+    from dlbasics.using.saved_run import open_run
 
     if not isinstance(path, str | os.PathLike):
         raise ConfigError(f"load({path!r}): give the run directory as a string or a Path")
@@ -118,10 +116,8 @@ def sweep(
     config_dirs = _config_dirs(config_dir)
     if root_dir is not None:
         words.insert(0, f"paths.root_dir={_root(root_dir)}")
-    from dlbasics.config import register_experiments
-    from dlbasics.prechecks import check_command_line
+    from dlbasics.config.prechecks import check_command_line
 
-    register_experiments()
     check_command_line(words, config_dirs, multirun=True)
     directory = _sweep_dir(words, config_dirs)
     command = [sys.executable, "-m", "dlbasics.train", "-m", *words]
@@ -143,8 +139,8 @@ def _run_job(words: list[str], config_dirs: list[str]) -> Path:
     from hydra.errors import HydraException
     from hydra.types import HydraContext
 
-    from dlbasics.config import CONFIG_DIR
-    from dlbasics.validate import with_search_path
+    from dlbasics.config.checks import with_search_path
+    from dlbasics.config.tree import CONFIG_DIR
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3", job_name="train"):
         try:
@@ -173,8 +169,8 @@ def _run_job(words: list[str], config_dirs: list[str]) -> Path:
 def _job_logged(cfg, outcome: dict) -> None:
     """The job, logging to the console and ``<run dir>/train.log``; its result or its
     error goes into ``outcome`` (Hydra would print its own line for a failed job)."""
-    from dlbasics.rundir import release
-    from dlbasics.train import job
+    from dlbasics.config.rundir import release
+    from dlbasics.training.train import job
 
     run_dir = Path(cfg.paths.output_dir)
     try:
@@ -217,9 +213,9 @@ class _NoCallbacks:
 
 def _resume(run_dir: str, overrides: list[str]) -> Run:
     """``fit("resume=<run dir>", ...)``: as ``python -m dlbasics.train resume=...``."""
-    from dlbasics.resume import resume_run
-    from dlbasics.rundir import release
-    from dlbasics.train import train
+    from dlbasics.config.rundir import release
+    from dlbasics.training.resume import resume_run
+    from dlbasics.training.train import train
 
     directory = Path(run_dir).expanduser().resolve()
     with importable_from_cwd(), _process_settings_kept(), ExitStack() as logs:
@@ -276,7 +272,7 @@ def _root(root_dir) -> str:
 
 def _refuse_multirun(words: list[str]) -> None:
     """A sweep's values (``optimizer.lr=0.01,0.1``) belong to :func:`sweep`."""
-    from dlbasics.validate import parse_overrides
+    from dlbasics.config.checks import parse_overrides
 
     for word, override in zip(words, parse_overrides(words), strict=True):
         if override.is_sweep_override():
@@ -301,7 +297,7 @@ def _refuse_processes(cfg) -> None:
 def logging_to(run_dir: Path) -> Iterator[None]:
     """The run's messages on the console and in ``<run dir>/train.log``, as Hydra sets them
     up for a command-line run; the process's own logging is as it was afterwards."""
-    from dlbasics.report import NotOnConsole
+    from dlbasics.training.report import NotOnConsole
 
     root = logging.getLogger()
     added = []
@@ -362,7 +358,7 @@ def _process_settings_kept() -> Iterator[None]:
 def _sweep_dir(words: list[str], config_dirs: list[str]) -> Path:
     """Where the sweep will land, named now so that it can be read when it ends: the
     user's ``hydra.sweep.dir``, or ``<log dir>/<task>/multiruns/<date>_<time>_<pid>``."""
-    from dlbasics.validate import compose_config, parse_overrides, with_search_path
+    from dlbasics.config.checks import compose_config, parse_overrides, with_search_path
 
     for word in words:
         key, _, value = word.partition("=")

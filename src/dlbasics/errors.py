@@ -9,7 +9,7 @@ class DlbasicsError(Exception):
     """Base of the errors reported to the user without a traceback."""
 
     # What was done with the run's directory when this error ended it, in words (set by
-    # dlbasics.train.job: "removed ... (no checkpoint was written)", "marked failed: ...").
+    # dlbasics.training.train.job: "removed ... (no checkpoint was written)", "marked failed: ...").
     cleanup: str | None = None
 
     def _render_traceback_(self) -> list[str]:

@@ -4,7 +4,7 @@ Every datamodule derives from :class:`InMemoryDataModule`, which needs only
 :meth:`~InMemoryDataModule.load_arrays` (features and targets as NumPy arrays). The base
 splits them once with a fixed seed, standardises features with the training split's
 statistics where that is the data's default, moves the tensors to the training device
-once, and serves whole batches (see :mod:`dlbasics.batches`).
+once, and serves whole batches (see :mod:`dlbasics.training.batches`).
 
 After :meth:`~InMemoryDataModule.setup` a datamodule reports what a model needs to be
 built for it: :attr:`task`, :attr:`input_shape` and :attr:`num_outputs`, and what it takes
@@ -22,7 +22,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
-from dlbasics.batches import OrderedBatches, ShuffledBatches, ShuffledChunks
 from dlbasics.data.arrays import (
     Scaling,
     Split,
@@ -34,6 +33,7 @@ from dlbasics.data.arrays import (
     split_rows,
 )
 from dlbasics.errors import DataError
+from dlbasics.training.batches import OrderedBatches, ShuffledBatches, ShuffledChunks
 
 log = logging.getLogger("dlbasics.data")
 
@@ -62,7 +62,7 @@ class InMemoryDataModule(pl.LightningDataModule):
             the run's ``seed``).
         eval_batch_size: rows per validation/test batch (evaluation has no optimizer step).
         steps_per_chunk: minibatches per Lightning step when the module asks for chunks
-            (see :mod:`dlbasics.batches`).
+            (see :mod:`dlbasics.training.batches`).
     """
 
     def __init__(
@@ -296,7 +296,7 @@ class InMemoryDataModule(pl.LightningDataModule):
     def _report_rows(self) -> None:
         """One line of the rows of each split, and a warning for a held-out split too small
         for its metrics to mean much (logger ``dlbasics.data``: console and train.log)."""
-        from dlbasics.rundir import is_helper_process
+        from dlbasics.config.rundir import is_helper_process
 
         if is_helper_process():  # DDP: the first process says it
             return

@@ -5,7 +5,7 @@ the net, and return, per figure, the keyword arguments of its drawing function i
 :mod:`dlbasics.figures.draw` — plain NumPy arrays and names. Nothing is drawn here, so the
 numbers behind every figure can be checked without looking at pixels.
 
-The model is asked through :meth:`~dlbasics.module.SupervisedModule.predict_raw`, which
+The model is asked through :meth:`~dlbasics.training.module.SupervisedModule.predict_raw`, which
 applies the training split's scaling itself: every array here is in the data's own units.
 """
 
@@ -18,13 +18,6 @@ import torch
 
 from dlbasics.figures import draw
 from dlbasics.nets import LinearRegression
-
-#: Figures redrawn during training (TensorBoard's step slider shows them change).
-PROGRESS_KINDS = ("fitted_line", "fitted_plane", "weights", "decision_regions")
-#: Figures of the evaluated split, drawn once the model is final.
-EVALUATION_KINDS = (
-    "predicted_vs_actual", "residuals", "confusion_matrix", "misclassified", "top_losses",
-)  # fmt: skip
 
 DRAW = {
     "fitted_line": draw.fitted_line_figure,
@@ -207,7 +200,7 @@ def top_losses_inputs(module, datamodule, split: str, kinds: set[str], title: st
     """The rows of ``split`` the model is most wrong about (:mod:`dlbasics.interpret`)."""
     if "top_losses" not in kinds:
         return {}
-    from dlbasics.interpret import DEFAULT_TOP, examine, figure_inputs
+    from dlbasics.using.interpret import DEFAULT_TOP, examine, figure_inputs
 
     found = examine(module, datamodule, split, DEFAULT_TOP)
     return {"top_losses": figure_inputs(found, title.replace(f", {split} split", ""))}

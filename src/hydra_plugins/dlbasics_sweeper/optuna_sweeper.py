@@ -1,5 +1,5 @@
 """The Hydra side of ``hparams_search=optuna``: a :class:`Sweeper` that runs a
-:class:`dlbasics.search.Search` through the configured launcher."""
+:class:`dlbasics.search.hparams.Search` through the configured launcher."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         from dlbasics.errors import DlbasicsError
-        from dlbasics.search import Search
+        from dlbasics.search.hparams import Search
 
         try:
             search = Search(self.config, self.launcher, arguments)

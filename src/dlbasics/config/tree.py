@@ -1,4 +1,5 @@
-"""Where the config tree lives, and how the experiment presets join it.
+"""Where the config tree lives (presets included, in ``conf/experiment/``), and what a run
+was started with.
 
 Kept free of torch and Lightning imports: `--help` and `--cfg job` go through here only.
 """
@@ -10,10 +11,9 @@ import os
 import re
 from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/dlbasics (or the wheel's dlbasics)
 
 
 def _find(name: str) -> Path:
@@ -25,11 +25,10 @@ def _find(name: str) -> Path:
 
 
 CONFIG_DIR = _find("conf")
-EXPERIMENTS_DIR = _find("experiments")
 
 # Each run directory Hydra named in this process (``hydra.run.dir``), newest last. A Ctrl-C
 # while Hydra is still making one (saving its config, before the job starts) leaves it to
-# ``dlbasics.train.main`` to remove: Hydra forgets its own config as the interrupt passes.
+# ``dlbasics.cli.train.main`` to remove: Hydra forgets its own config as the interrupt passes.
 NAMED_RUN_DIRS: list[Path] = []
 
 
@@ -141,28 +140,11 @@ if not OmegaConf.has_resolver("dlbasics_run_name"):
     OmegaConf.register_new_resolver("dlbasics_run_name", _run_name_resolver)
 
 
-def register_experiments(directory: Path = EXPERIMENTS_DIR) -> list[str]:
-    """Make every ``experiments/NAME.yaml`` selectable as ``experiment=NAME``.
-
-    The presets live in the top-level ``experiments/`` folder rather than inside
-    ``conf/``; registering them in Hydra's config store puts them in the ``experiment``
-    group, where their own ``defaults`` lists and ``# @package _global_`` apply as usual.
-    """
-    store = ConfigStore.instance()
-    names = []
-    for path in sorted(directory.glob("*.yaml")):
-        store.store(
-            group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_"
-        )
-        names.append(path.stem)
-    return names
-
-
 def group_options(search_path: list[str] = ()) -> dict[str, list[str]]:
-    """Every config group and its options: the YAML files of ``conf/``, the presets, and
+    """Every config group and its options: the YAML files of ``conf/`` (presets included) and
     the folders of a search path (``file://`` or ``pkg://`` entries, the user's own)."""
     folders = [CONFIG_DIR, *(folder for entry in search_path if (folder := _folder(entry)))]
-    groups: dict[str, set[str]] = {"experiment": {p.stem for p in EXPERIMENTS_DIR.glob("*.yaml")}}
+    groups: dict[str, set[str]] = {}
     for root in folders:
         for folder in root.iterdir():
             if folder.is_dir() and not folder.name.startswith((".", "_")):

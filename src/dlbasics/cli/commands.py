@@ -56,4 +56,4 @@ def run(main: Callable[[list[str]], None], usage: str, argv: Sequence[str] | Non
         print("Interrupted; nothing was written.", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)  # see dlbasics.train._exit_interrupted for why not sys.exit
+        os._exit(130)  # see dlbasics.training.train._exit_interrupted for why not sys.exit

@@ -19,7 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.errors import ConfigError
-from dlbasics.saved_run import (
+from dlbasics.using.saved_run import (
     SavedRun,
     open_run,
     read_checkpoint,
@@ -72,8 +72,8 @@ def check_resumable(saved: SavedRun, overrides: list[str]) -> None:
 
 def load_run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     """The run's composed config, pointed at its own directory and newest checkpoint."""
-    from dlbasics.rundir import failure
-    from dlbasics.validate import check_key_exists
+    from dlbasics.config.checks import check_key_exists
+    from dlbasics.config.rundir import failure
 
     saved = open_run(run_dir, key="resume")  # a run directory, with its config
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -226,8 +226,8 @@ def resume_run(
     run_dir: str, overrides: list[str], train: Callable, log_to_run: Callable[[Path], None]
 ) -> None:
     """Resume ``run_dir`` with ``train``, or say that it has nothing left to do."""
-    from dlbasics.rundir import FAILED_MARK, claim, is_helper_process
-    from dlbasics.validate import check_config
+    from dlbasics.config.checks import check_config
+    from dlbasics.config.rundir import FAILED_MARK, claim, is_helper_process
 
     directory = Path(run_dir).resolve()
     cfg = load_run_config(directory, overrides)

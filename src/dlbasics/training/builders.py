@@ -23,7 +23,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.errors import ConfigError, DlbasicsError
-from dlbasics.loggers import TensorBoardLogger
+from dlbasics.training.loggers import TensorBoardLogger
 
 # Lightning messages that no dlbasics user can act on.
 _NOT_ACTIONABLE = ("💡 Tip", "TPU available", "HPU available")
@@ -127,7 +127,7 @@ def run_hparams(cfg: DictConfig) -> dict[str, object]:
 
     A group's ``_target_`` is left out where its option is known (it names the same thing).
     """
-    from dlbasics.config import run_record
+    from dlbasics.config.tree import run_record
 
     choices, _ = run_record(cfg.paths.output_dir)
     chosen = {

@@ -36,7 +36,7 @@ class Run:
     """A finished (or stopped) run directory, ready to look at and to use."""
 
     def __init__(self, directory: str | Path) -> None:
-        from dlbasics.saved_run import open_run
+        from dlbasics.using.saved_run import open_run
 
         self._saved = open_run(directory, key="run")
         self.dir: Path = self._saved.directory
@@ -71,7 +71,7 @@ class Run:
     def best_epoch(self) -> int | None:
         """The epoch (counted from 1) whose weights ``best.ckpt`` holds: the best value of
         the run's objective (``val/acc`` or ``val/loss``); None if it never measured one."""
-        from dlbasics.objective import Outcome
+        from dlbasics.training.objective import Outcome
 
         outcome = Outcome.read(self.dir)
         return outcome.epoch if outcome else None
@@ -79,7 +79,7 @@ class Run:
     @functools.cached_property
     def trained(self):
         """The best checkpoint, loaded with what its data meant (feature and class names,
-        the training split's scaling): :class:`~dlbasics.saved_run.TrainedModel`."""
+        the training split's scaling): :class:`~dlbasics.using.saved_run.TrainedModel`."""
         from dlbasics.api import importable_from_cwd
 
         with importable_from_cwd():
@@ -107,11 +107,11 @@ class Run:
         classification, ``probability_<class>`` per class."""
         import pandas as pd
 
-        from dlbasics.predict import predict_to_file
+        from dlbasics.using.predict import predict_to_file
 
         options = {"run": str(self.dir), **({"ckpt": ckpt} if ckpt else {})}
         if isinstance(data, str | os.PathLike):
-            from dlbasics.predict import input_decimal, read_header
+            from dlbasics.using.predict import input_decimal, read_header
 
             output, _, _, _ = predict_to_file({**options, "input": str(data)})
             _, sep = read_header(Path(data), "input")  # the output is written as the input
@@ -133,7 +133,7 @@ class Run:
 
         if isinstance(data, pd.DataFrame):
             return data
-        from dlbasics.saved_run import feature_columns
+        from dlbasics.using.saved_run import feature_columns
 
         columns = feature_columns(self._saved.data_description())
         array = np.asarray(data)
@@ -152,7 +152,7 @@ class Run:
         data: ``run.evaluate(path="new.csv")`` or ``run.evaluate(noise=20)`` set
         ``data.path`` / ``data.noise`` (all their rows, the run's training scaling). Also
         written to ``<run dir>/eval/<date>_<time>/``, as ``dlbasics.evaluate`` does."""
-        from dlbasics.evaluate import evaluate_run
+        from dlbasics.using.evaluate import evaluate_run
 
         overrides = [f"data.{key}={_value(value)}" for key, value in data.items()]
         metrics, _, _, _ = evaluate_run(self.dir, ckpt, overrides)
@@ -161,7 +161,7 @@ class Run:
     def export(self, format: str = "onnx", ckpt: str | None = None) -> Path:
         """Export the checkpoint as ONNX (the export extra) or pt2, checked against it on
         the run's test split; returns the file's path (``<run dir>/export/``)."""
-        from dlbasics.export import export_run
+        from dlbasics.using.export import export_run
 
         target, _, _, _, _ = export_run(self.dir, format, ckpt)
         return target
@@ -171,11 +171,11 @@ class Run:
         ``"train"``): the ``top`` rows of largest loss or residual with their raw values,
         per-class scores and the most confused pairs, or the error by target range; also
         written to ``<run dir>/interpret/``, as ``python -m dlbasics.interpret`` does.
-        Returns a :class:`~dlbasics.interpret.Interpretation` (``.top_losses``,
+        Returns a :class:`~dlbasics.using.interpret.Interpretation` (``.top_losses``,
         ``.per_class``, ``.most_confused``, or ``.largest_residuals`` and
         ``.error_by_range``, and ``.figure``), which shows its tables in a notebook."""
         from dlbasics.api import importable_from_cwd
-        from dlbasics.interpret import interpret_run
+        from dlbasics.using.interpret import interpret_run
 
         with importable_from_cwd():
             return interpret_run(self.dir, ckpt, top=top, split=split)
@@ -227,14 +227,14 @@ class Sweep:
     def by_setting(self):
         """For jobs that differ only in their seed: one row per setting with each metric's
         mean and standard deviation (``summary_by_setting.csv``); None otherwise."""
-        from dlbasics.sweeps import BY_SETTING_FILE
+        from dlbasics.search.sweeps import BY_SETTING_FILE
 
         return self._table(BY_SETTING_FILE) if (self.dir / BY_SETTING_FILE).is_file() else None
 
     @property
     def runs(self) -> list[Run]:
         """The jobs' runs, best first (failed jobs without a config left out)."""
-        from dlbasics.sweeps import read_jobs
+        from dlbasics.search.sweeps import read_jobs
 
         return [
             Run(job.run_dir)
@@ -245,7 +245,7 @@ class Sweep:
     def _table(self, name: str):
         import pandas as pd
 
-        from dlbasics.sweeps import summarize
+        from dlbasics.search.sweeps import summarize
 
         file = self.dir / name
         if not file.is_file() and name == "summary.csv":

@@ -10,8 +10,7 @@ from __future__ import annotations
 def check_command_line(overrides: list[str], config_dirs: list[str], multirun: bool) -> None:
     """Everything that can be checked before Hydra makes a run directory and Lightning is
     imported: the overrides and their values, a forced run directory, the user's CSV file."""
-    from dlbasics.data.checks import check_data
-    from dlbasics.validate import (
+    from dlbasics.config.checks import (
         check_launcher,
         check_multirun_processes,
         check_overrides,
@@ -19,6 +18,7 @@ def check_command_line(overrides: list[str], config_dirs: list[str], multirun: b
         check_search_command,
         runs_here,
     )
+    from dlbasics.data.checks import check_data
 
     check_launcher(overrides, multirun)
     configs = check_overrides(overrides, config_dirs, here=runs_here(overrides, config_dirs))

@@ -11,7 +11,7 @@ It optimises manually, one ``LightningOptimizer.step`` per minibatch (so
 ``trainer.global_step`` counts optimizer steps). While nothing listens to per-step hooks
 it asks the datamodule for *chunks* of minibatches (:attr:`SupervisedModule.takes_chunks`),
 so Lightning's fixed cost per step is paid once per chunk; otherwise each minibatch is a
-Lightning step with every hook (see :mod:`dlbasics.batches`). Losses and the train
+Lightning step with every hook (see :mod:`dlbasics.training.batches`). Losses and the train
 metrics' sums stay on the device and are read once per epoch, so no step waits for it.
 """
 
@@ -30,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-from dlbasics.batches import Batch
 from dlbasics.errors import TrainingDiverged
+from dlbasics.training.batches import Batch
 
 
 def task_metrics(

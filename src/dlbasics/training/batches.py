@@ -8,7 +8,7 @@ already sits in memory, slicing one permutation per epoch is several times faste
   ``DistributedSampler`` would.
 * :class:`ShuffledChunks` groups several minibatches into one Lightning step (a *chunk*),
   so Lightning's fixed cost per step is paid once per chunk; only
-  :class:`dlbasics.module.SupervisedModule` asks for it, and only while no callback
+  :class:`dlbasics.training.module.SupervisedModule` asks for it, and only while no callback
   listens to per-step hooks (it still takes one optimizer step per minibatch).
 """
 
@@ -102,7 +102,7 @@ class ShuffledBatches:
 
 
 class ShuffledChunks(ShuffledBatches):
-    """Training batches for :class:`~dlbasics.module.SupervisedModule`'s fast path: each
+    """Training batches for :class:`~dlbasics.training.module.SupervisedModule`'s fast path: each
     item is a list of ``steps_per_chunk`` ``(x, y)`` minibatches (a chunk), cut from the
     same permutation as :class:`ShuffledBatches` (one process only)."""
 

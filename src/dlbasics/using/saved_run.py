@@ -6,7 +6,7 @@ One place loads a run for ``resume=``, ``evaluate``, ``predict`` and ``export``:
   (``.hydra/config.yaml``); it imports no torch, so a wrong path is reported at once;
 * :meth:`SavedRun.checkpoint` picks ``best``, ``last`` or a file (``ckpt=``), and
   :func:`read_checkpoint` reads one, saying why it cannot (truncated, not a checkpoint);
-* :meth:`SavedRun.load` rebuilds the trained :class:`~dlbasics.module.SupervisedModule` from
+* :meth:`SavedRun.load` rebuilds the trained :class:`~dlbasics.training.module.SupervisedModule` from
   a checkpoint, with the data description it carries: task, feature and class names, and
   the training split's scaling statistics (see :class:`TrainedModel`).
 """
@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlbasics.data.arrays import Scaling
 from dlbasics.errors import ConfigError, DataError
-
-CHECKPOINT_CHOICES = ("best", "last")
 
 
 @dataclass
@@ -66,7 +64,7 @@ class SavedRun:
 
     def load(self, choice: str | None = None) -> TrainedModel:
         """The trained model of checkpoint ``choice``, in evaluation mode on the CPU."""
-        from dlbasics.module import SupervisedModule
+        from dlbasics.training.module import SupervisedModule
 
         path = self.checkpoint(choice)
         own = path.parent == self.directory / "checkpoints"
@@ -102,7 +100,7 @@ class SavedRun:
         """The run's data rebuilt from its config, split and scaled as in training (the split
         is seeded), checked against what ``model`` was trained on; returns the datamodule and
         the split to score: ``test``, else ``val``, else ``train``."""
-        from dlbasics.builders import build, quiet_lightning
+        from dlbasics.training.builders import build, quiet_lightning
 
         quiet_lightning()
         datamodule = build(self.config.data, "data")
@@ -157,7 +155,7 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
 
 def _refuse_sweep(path: Path, directory: str | Path, key: str) -> None:
     """A sweep's directory given for a run: a ConfigError naming its job folders."""
-    from dlbasics.sweeps import read_jobs
+    from dlbasics.search.sweeps import read_jobs
 
     jobs = read_jobs(path)  # best first
     if not jobs:
@@ -171,12 +169,39 @@ def _refuse_sweep(path: Path, directory: str | Path, key: str) -> None:
     )
 
 
+# Where classes named by an older run's config live now (the flat layout before 0.2).
+_MOVED_TARGETS = {
+    "dlbasics.callbacks.": "dlbasics.training.callbacks.",
+    "dlbasics.loggers.": "dlbasics.training.loggers.",
+    "dlbasics.module.": "dlbasics.training.module.",
+    "dlbasics.sweeps.": "dlbasics.search.sweeps.",
+}
+
+
 def _read_as_it_was(config: DictConfig) -> None:
-    """A table trained on before text columns were encoded (no ``categorical_encoding``
-    key in its config) left them out: rebuilt, its data must leave them out too."""
+    """An older run, read as it was trained.
+
+    A table trained on before text columns were encoded (no ``categorical_encoding`` key in
+    its config) left them out: rebuilt, its data must leave them out too. A ``_target_``
+    from before the package's folders points to where that class lives now.
+    """
     data = config.get("data") or {}
     if "path" in data and "target" in data and "categorical_encoding" not in data:
         config.data.categorical_encoding = "none"
+    _retarget(config)
+
+
+def _retarget(node) -> None:
+    for key in node.keys() if isinstance(node, DictConfig) else range(len(node)):
+        if OmegaConf.is_interpolation(node, key):
+            continue  # e.g. ${paths.output_dir}: nothing to move, and not resolvable here
+        value = node[key]
+        if isinstance(value, DictConfig | ListConfig):
+            _retarget(value)
+        elif key == "_target_" and isinstance(value, str):
+            for old, new in _MOVED_TARGETS.items():
+                if value.startswith(old):
+                    node[key] = new + value[len(old) :]
 
 
 def _anchor_data_path(config: DictConfig, run_dir: Path) -> None:

@@ -217,7 +217,7 @@ class EpochProgressBar(ProgressBar):
         self._epochs: TaskID | None = None
         self._chunks: TaskID | None = None
         self._updated_at = 0.0
-        self._table = None  # in a notebook: dlbasics.notebook.EpochTable
+        self._table = None  # in a notebook: dlbasics.training.notebook.EpochTable
 
     def disable(self) -> None:
         self._enabled = False
@@ -228,10 +228,10 @@ class EpochProgressBar(ProgressBar):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._enabled:
             return
-        from dlbasics.report import console
+        from dlbasics.training.report import console
 
         if console.is_jupyter:  # a notebook: a table of epochs, updated in place
-            from dlbasics.notebook import EpochTable
+            from dlbasics.training.notebook import EpochTable
 
             self._table = EpochTable(trainer.max_epochs, done=trainer.current_epoch)
             return
@@ -367,7 +367,7 @@ class GracefulStop(Callback):
 
 class TrackBest(Callback):
     """Remember the best value of the run's objective (``val/acc`` or ``val/loss``, see
-    :mod:`dlbasics.objective`) and the epoch that reached it: what a sweep compares runs by.
+    :mod:`dlbasics.training.objective`) and the epoch that reached it: what a sweep compares runs by.
 
     The value is read once per validation, from what the module logged. The training
     split's metric of the same name is tracked beside it and used only by a run that never
@@ -378,7 +378,7 @@ class TrackBest(Callback):
     chunk_safe = True  # no per-step hooks
 
     def __init__(self, metric: str, direction: str) -> None:
-        from dlbasics.objective import Objective
+        from dlbasics.training.objective import Objective
 
         self.objective = Objective(metric, direction)
         # metric name -> (best value, epoch counted from 1), for the metric and its fallback
@@ -409,9 +409,9 @@ class TrackBest(Callback):
             self.best[key] = (float(value), epoch)
 
     def outcome(self):
-        """The run's :class:`~dlbasics.objective.Outcome`: the objective's best, or the
+        """The run's :class:`~dlbasics.training.objective.Outcome`: the objective's best, or the
         training split's where the run never validated (the outcome names which)."""
-        from dlbasics.objective import Outcome
+        from dlbasics.training.objective import Outcome
 
         metric = self.objective.metric if self.objective.metric in self.best else self.fallback
         value, epoch = self.best.get(metric, (None, None))

@@ -25,10 +25,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from dlbasics.config import CONFIG_DIR, group_options
+from dlbasics.config.tree import CONFIG_DIR, group_options
 from dlbasics.errors import ConfigError
-from dlbasics.objective import check_direction, check_metric, objective_settings
-from dlbasics.search import search_selected, sweep_values
+from dlbasics.search.hparams import search_selected, sweep_values
+from dlbasics.training.objective import check_direction, check_metric, objective_settings
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")  # as in dlbasics.nets
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
@@ -280,7 +280,7 @@ def check_search_command(
     """A search (``hparams_search=...``) needs ``-m`` and Optuna, and every value its space
     can take must pass the same checks as a plain run's; an interval or a log scale is a
     search's, not a plain sweep's. Returns the configs to check further (one per value)."""
-    from dlbasics.search import EMPTY_SPACE, parse_space, space_entries
+    from dlbasics.search.hparams import EMPTY_SPACE, parse_space, space_entries
 
     parsed = parse_overrides(overrides)
     for override in parsed:
@@ -394,7 +394,7 @@ def check_run_dir_free(overrides: list[str], multirun: bool) -> None:
     the new run would write over that run's config and mix its files with the old ones. So
     is a ``hydra.run.dir`` holding files of the user's own: they would be mixed with the
     run's (and a failed run cleans up only its own files)."""
-    from dlbasics.rundir import holds_run, other_files
+    from dlbasics.config.rundir import holds_run, other_files
 
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     for override in overrides:
@@ -490,7 +490,7 @@ def _options_with_key(
 ) -> dict[str, str | None]:
     """The options of ``group`` whose YAML file (the package's or the user's) sets ``key``,
     each with its ``_target_``."""
-    from dlbasics.config import _folder
+    from dlbasics.config.tree import _folder
 
     folders = [CONFIG_DIR, *(f for entry in search_path if (f := _folder(entry)))]
     found: dict[str, str | None] = {}

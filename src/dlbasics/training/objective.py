@@ -21,7 +21,7 @@ OBJECTIVE_FILE = "objective.json"
 DIRECTIONS = ("minimize", "maximize")
 # The metric compared when none is named (hparams_search.metric=auto), by task.
 TASK_METRICS = {"classification": "val/acc", "regression": "val/loss"}
-# The validation metrics a run logs, by task (dlbasics.module), and which way is better.
+# The validation metrics a run logs, by task (dlbasics.training.module), and which way is better.
 VALIDATION_METRICS = {
     "classification": ("val/loss", "val/acc", "val/f1"),
     "regression": ("val/loss", "val/mse", "val/mae", "val/r2"),

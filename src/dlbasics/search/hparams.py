@@ -4,7 +4,7 @@ The search is a small Hydra sweeper (``hydra_plugins.dlbasics_sweeper``) on Optu
 ask-and-tell interface: it asks the study for a trial's values, hands them to Hydra's
 launcher as the overrides of one job (so each trial is an ordinary run with its own run
 directory, and ``hydra/launcher=joblib`` runs several at once), and tells the study the
-job's result: the best epoch's value of the run's objective (:mod:`dlbasics.objective`).
+job's result: the best epoch's value of the run's objective (:mod:`dlbasics.training.objective`).
 
 Why not hydra-optuna-sweeper: its newest release (1.3.0) pins ``optuna<3``, whose SQLite
 storage needs ``sqlalchemy<2`` as well; this module works on current Optuna.
@@ -32,9 +32,9 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-from dlbasics.config import changes_what_is_trained
+from dlbasics.config.tree import changes_what_is_trained
 from dlbasics.errors import ConfigError
-from dlbasics.objective import objective_settings
+from dlbasics.training.objective import objective_settings
 
 log = logging.getLogger("dlbasics")
 
@@ -210,7 +210,7 @@ def joblib_workers(launcher: DictConfig) -> int | None:
     one per core), or None for another launcher."""
     if "joblib" not in str(launcher.get("_target_", "")):
         return None
-    from dlbasics.validate import usable_cores  # validate imports this module
+    from dlbasics.config.checks import usable_cores  # validate imports this module
 
     n_jobs = int(launcher.get("n_jobs") or 1)
     return n_jobs if n_jobs > 0 else max(1, usable_cores() + 1 + n_jobs)
@@ -248,7 +248,7 @@ class Search:
     def __init__(self, config: DictConfig, launcher, arguments: list[str]) -> None:
         import optuna
 
-        from dlbasics.objective import choose_objective
+        from dlbasics.training.objective import choose_objective
 
         self.config = config
         self.launcher = launcher
@@ -380,7 +380,7 @@ class Search:
         from hydra.core.utils import JobStatus
         from optuna.trial import TrialState
 
-        # What the job returned (dlbasics.train.job_result), or nothing if it failed.
+        # What the job returned (dlbasics.training.train.job_result), or nothing if it failed.
         job = (result.return_value if result.status == JobStatus.COMPLETED else None) or {}
         run_dir = job.get("run_dir") or _output_dir(result)
         if run_dir:
@@ -401,7 +401,7 @@ class Search:
 
     def report(self) -> None:
         """The study's best trial (over every command that worked on it), and its run."""
-        from dlbasics.report import console, use_full_width
+        from dlbasics.training.report import console, use_full_width
 
         use_full_width()
         try:
@@ -428,7 +428,7 @@ def _output_dir(result) -> str | None:
 
 def _failure(run_dir: str | None) -> str:
     """Why a job failed, as its run directory's ``failed.txt`` says."""
-    from dlbasics.rundir import failure
+    from dlbasics.config.rundir import failure
 
     reason = failure(Path(run_dir)) if run_dir else None
     if reason:

@@ -3,7 +3,7 @@
 Everything that belongs to a process lives here: reading ``sys.argv``, the checks before
 Hydra starts, exit codes (2 for a mistake, 1 for a run that diverged, 130 for Ctrl-C),
 signals, and printing an error as one line. The experiment itself is
-:func:`dlbasics.train.train`, the same one that :func:`dlbasics.fit` runs.
+:func:`dlbasics.training.train.train`, the same one that :func:`dlbasics.fit` runs.
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dlbasics.config import CONFIG_DIR, register_experiments
+from dlbasics.config.prechecks import check_command_line
+from dlbasics.config.rundir import is_helper_process
+from dlbasics.config.tree import CONFIG_DIR
 from dlbasics.errors import DlbasicsError, RunInterrupted, TrainingDiverged
-from dlbasics.prechecks import check_command_line
-from dlbasics.report import plain_when_captured
-from dlbasics.rundir import is_helper_process
+from dlbasics.training.report import plain_when_captured
 
 log = logging.getLogger("dlbasics")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_app(cfg: DictConfig) -> dict | None:
-    """One Hydra job of the command line: :func:`dlbasics.train.job`, its errors turned into
+    """One Hydra job of the command line: :func:`dlbasics.training.train.job`, its errors turned into
     one line and an exit code; None (the job failed) for a failed job of a sweep."""
-    from dlbasics.train import _in_sweep, job
+    from dlbasics.training.train import _in_sweep, job
 
     run_dir = Path(cfg.paths.output_dir)
     in_sweep = _in_sweep()
@@ -57,7 +57,7 @@ def _hydra_app(cfg: DictConfig) -> dict | None:
 
 
 def _interrupted_while_starting(run_dir: Path, helper: bool, in_sweep: bool) -> None:
-    from dlbasics.rundir import discard_unfinished
+    from dlbasics.config.rundir import discard_unfinished
 
     if not helper:
         discard_unfinished(run_dir, "interrupted", in_sweep)
@@ -85,10 +85,9 @@ def main() -> None:
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _remember_ctrl_c)  # Python's own, plus a note
     try:
-        register_experiments()  # experiment=NAME from experiments/
         if resume:
-            from dlbasics.resume import resume_run
-            from dlbasics.train import train
+            from dlbasics.training.resume import resume_run
+            from dlbasics.training.train import train
 
             rest = [a for a in arguments if a not in resume]
             return resume_run(resume[-1].split("=", 1)[1], rest, train, _log_to_run)
@@ -170,9 +169,9 @@ def _discard_half_made_run() -> None:
     """Ctrl-C while Hydra was making a single run's directory (config files, log), before
     the job itself began: remove what it wrote, as the job would have. Hydra has forgotten
     its config by now; the directories it named in this process are remembered
-    (:data:`dlbasics.config.NAMED_RUN_DIRS`)."""
-    from dlbasics.config import NAMED_RUN_DIRS
-    from dlbasics.rundir import discard_unfinished
+    (:data:`dlbasics.config.tree.NAMED_RUN_DIRS`)."""
+    from dlbasics.config.rundir import discard_unfinished
+    from dlbasics.config.tree import NAMED_RUN_DIRS
 
     if is_helper_process():
         return
@@ -200,7 +199,7 @@ def _quiet_helper() -> None:
 
 def _log_to_run(run_dir) -> None:
     """Console and ``<run dir>/train.log`` (appended), as Hydra sets them up for a new run."""
-    from dlbasics.report import NotOnConsole
+    from dlbasics.training.report import NotOnConsole
 
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
@@ -208,7 +207,3 @@ def _log_to_run(run_dir) -> None:
     file = logging.FileHandler(os.path.join(run_dir, "train.log"))
     file.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[console, file], force=True)
-
-
-if __name__ == "__main__":
-    main()

@@ -79,7 +79,7 @@ def print_config(cfg: DictConfig) -> None:
 def log_overrides(cfg: DictConfig) -> None:
     """Write the run's overrides (its command line, or a sweep job's own values) into the
     run's log file; ``.hydra/config.yaml`` holds the config they composed."""
-    from dlbasics.config import run_record
+    from dlbasics.config.tree import run_record
 
     _, overrides = run_record(cfg.paths.output_dir)
     shown = shlex.join(overrides) if overrides else "none (the default config)"
