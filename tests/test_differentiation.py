@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlbasics import differentiation as d
+from dlbasics.course import differentiation as d
 from dlbasics.course.manual import main
 from dlbasics.nets import CNN, MLP, LinearRegression
 
