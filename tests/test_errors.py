@@ -43,6 +43,9 @@ def assert_one_clear_message(fit, *overrides: str, expected: tuple[str, ...]) ->
         (["optimizer=adagradx"], ["optimizer=adagradx", "adam, adamw, rmsprop, sgd"]),
         (["trainer.max_epoch=3"], ["trainer.max_epoch", "Did you mean trainer.max_epochs?"]),
         (["optimizer.learning_rate=0.1"], ["optimizer.learning_rate", "lr"]),
+        # Types are the config schema's: Hydra refuses them while composing.
+        (["optimizer.lr=fast"], ["optimizer.lr=fast: must be a number", "optimizer.lr=0.001"]),
+        (["model.hidden_sizes=abc"], ["model.hidden_sizes=abc: must be a list"]),
         (["-m", "model=linreg,transformer"], ["model=transformer", "Available"]),
     ],
 )
@@ -58,7 +61,6 @@ def test_unknown_options_and_keys(overrides, expected):
     [
         (["optimizer.lr=0"], "optimizer.lr=0"),
         (["optimizer.lr=-0.1"], "optimizer.lr=-0.1"),
-        (["optimizer.lr=fast"], "optimizer.lr=fast"),
         (["trainer.max_epochs=0"], "trainer.max_epochs=0"),
         (["data.batch_size=0"], "data.batch_size=0"),
         (["data.val_fraction=1.2"], "data.val_fraction=1.2"),
@@ -165,14 +167,6 @@ def test_a_diverging_job_of_a_sweep_ends_only_that_job(tmp_path):
     assert "Error: the training loss became" in (sweep / "0" / "train.log").read_text()
     finished = torch.load(sweep / "1" / "checkpoints" / "last.ckpt", weights_only=False)
     assert finished["dlbasics_finished"] and finished["epoch"] == 30
-
-
-def test_the_activation_check_knows_exactly_the_nets_activations():
-    # validate.py keeps its own list so that checking needs no torch import.
-    from dlbasics.config.checks import ACTIVATIONS as CHECKED
-    from dlbasics.nets import ACTIVATIONS
-
-    assert set(CHECKED) == set(ACTIVATIONS)
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,7 @@ def test_fitted_line_is_the_models_own_line_in_original_units(run_training, tmp_
         "data.n_features=1",
         "data.n_informative=1",
         "data.bias=3.0",
-        "+data.standardize=true",
+        "data.standardize=true",
         "data.standardize_target=true",  # make_regression's default
         "optimizer=sgd",
         "optimizer.lr=0.05",

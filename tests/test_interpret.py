@@ -285,7 +285,7 @@ def test_mistakes_are_one_line(flipped, tmp_path, capsys):
         (f"run={tmp_path / 'empty'}",): "not a run directory",
         (f"run={run.dir}", "top=0"): "top=0: expected how many of the worst rows",
         (f"run={run.dir}", "split=val"): "split=val: the run has no val split "
-        "(data.val_fraction=0); it has train (300 rows): use split=train",
+        "(data.val_fraction=0.0); it has train (300 rows): use split=train",
         (f"run={run.dir}", "split=dev"): "split=dev: choose test, val or train",
         (f"run={run.dir}", "rows=3"): "interpret: unknown key 'rows'",
         (f"run={run.dir}", "ckpt=nowhere.ckpt"): "ckpt=nowhere.ckpt: no such file",

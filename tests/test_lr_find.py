@@ -191,9 +191,9 @@ def test_a_loss_that_never_falls(tmp_path):
 
 def test_settings_and_calls_are_checked(tmp_path):
     for words, line in [
-        (("lr_find.min_lr=0",), "lr_find.min_lr=0: must be a number above 0"),
+        (("lr_find.min_lr=0",), "lr_find.min_lr=0.0: must be a number above 0"),
         (("lr_find.min_lr=0.1", "lr_find.max_lr=0.01"), "lr_find.max_lr=0.01 must be above"),
-        (("lr_find.num_steps=1e3",), "lr_find.num_steps=1000.0: must be a whole number"),
+        (("lr_find.num_steps=1e3",), "lr_find.num_steps=1e3: must be a whole number; 1e3 is read as the decimal number 1000.0"),
         (("lr_find.min_step=3",), "lr_find.min_step: no such key"),
         (("optimizer.lr=0.01,0.1",), "several values make a sweep"),
     ]:

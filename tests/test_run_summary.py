@@ -195,4 +195,4 @@ def test_the_default_is_standardised_for_regression_bundles_but_not_the_linear_l
     assert make_config("data=make_regression").data.standardize_target is True
     assert make_config("data=diabetes").data.standardize_target is True
     # data=linear compares the learned weights with the true ones, in the data's own units.
-    assert "standardize_target" not in make_config("data=linear").data
+    assert make_config("data=linear").data.standardize_target is False

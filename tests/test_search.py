@@ -113,7 +113,7 @@ def test_distributions_match_the_sweep_syntax():
         (["model=linreg"], "hparams_search.space.model.hidden_sizes: model=linreg has no key"),
         (["hparams_search.space.model.hidden_sizes=choice([8],[16])"], "'model.hidden_sizes="),
         (["hparams_search.space=null"], "hparams_search: nothing to search"),
-        (["hparams_search.sampler_seed=abc"], "hparams_search.sampler_seed=abc: a whole number"),
+        (["hparams_search.sampler_seed=abc"], "hparams_search.sampler_seed=abc: must be a whole number"),
         (["hparams_search.direction=up"], "hparams_search.direction=up: one of auto"),
         (["hparams_search.metric=val/acx"], "not a validation metric"),
         (["model.activation=tag(log, choice(relu, tanh))"], "a log scale is for an interval"),

@@ -268,7 +268,7 @@ def test_float32_matmul_precision_is_a_checked_config_key(run_training, make_con
     from dlbasics.config.checks import check_config
     from dlbasics.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="float32_matmul_precision=low: one of highest"):
+    with pytest.raises(ConfigError, match="float32_matmul_precision=low: not one of highest"):
         check_config(make_config("float32_matmul_precision=low"))
     run_training("data=points", "float32_matmul_precision=medium", "trainer.max_epochs=1",
                  "logger=none", "figures=none")  # fmt: skip

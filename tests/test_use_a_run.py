@@ -74,7 +74,7 @@ def runs(tmp_path_factory):
         ),
         "linreg": train_run(
             root / "linreg", "data=linear", "model=linreg", "data.n_samples=400",
-            "+data.standardize_target=true", "optimizer=sgd", "optimizer.lr=0.05",
+            "data.standardize_target=true", "optimizer=sgd", "optimizer.lr=0.05",
             "trainer.max_epochs=20",
         ),
         "cnn": train_run(

@@ -13,13 +13,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-#: Activation names accepted by :class:`MLP` and :class:`CNN`.
+from dlbasics.config.schema import ACTIVATIONS as ACTIVATION_MODULES
+
+#: Activation names accepted by :class:`MLP` and :class:`CNN`, and their modules. The names
+#: are listed once, without torch, in the config schema (which the checks read).
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
+    name: getattr(nn, module) for name, module in ACTIVATION_MODULES.items()
 }
 
 

@@ -2,11 +2,14 @@
 
 Two steps, both free of torch and Lightning imports:
 
-* :func:`check_overrides` composes the command line's overrides the way Hydra will and
-  turns Hydra's composition errors into one line: an unknown option lists the group's
-  options, an unknown key names the closest valid key.
-* :func:`check_config` checks the values of a composed config (learning rate, epochs,
-  fractions, sizes, activation, accelerator) and names the key, the value and what works.
+* :func:`check_overrides` composes the command line's overrides the way Hydra will. The
+  config schema (:mod:`dlbasics.config.schema`) makes Hydra refuse an unknown key or a value
+  of the wrong type, in a config file or on the command line; its refusal, and an unknown
+  option, become one line here that names the key, the value and what works, with the
+  closest valid key or option.
+* :func:`check_config` checks what a type cannot say: ranges (a learning rate above 0,
+  fractions in [0, 1)), the names a string may take (activation, accelerator), keys that
+  depend on each other (a validation split for early stopping), the devices of this machine.
 
 Both raise :class:`dlbasics.errors.ConfigError`.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-import os
+import re
 from collections.abc import Iterable
 from numbers import Number
 from pathlib import Path
@@ -23,15 +26,23 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    ConfigTypeError,
+    OmegaConfBaseException,
+)
 
+from dlbasics.config.schema import ACTIVATIONS, SCHEMAS, keys_of
+from dlbasics.config.schema import Data as DATA_DEFAULTS
 from dlbasics.config.tree import CONFIG_DIR, group_options
 from dlbasics.errors import ConfigError
-from dlbasics.search.hparams import search_selected, sweep_values
+from dlbasics.search.hparams import search_selected, sweep_values, usable_cores
 from dlbasics.training.objective import check_direction, check_metric, objective_settings
 
-ACTIVATIONS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")  # as in dlbasics.nets
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 # -- overrides -------------------------------------------------------------------------
@@ -51,42 +62,56 @@ def check_overrides(
     folders, whose options are checked like the package's.
     """
     every = parse_overrides(overrides)
+    _check_template_keys(every)
     search_path = _user_search_path(config_dirs, every)
     searching = _searching(search_path)
-    parsed = [o for o in every if _is_ours(o)]
+    ours = [o for o in every if _is_ours(o)]
     options = group_options(search_path)
-    for override in parsed:
-        if _is_group(override, options):
-            for value in _values(override):
-                _check_option(override.get_key_element().lstrip("+~"), value, options)
-    first = [_with_value(override, _values(override)[0]) for override in parsed]
-    grouped = [o for o, p in zip(first, parsed, strict=True) if _is_group(p, options)]
-    _check_template_keys(every)
-    structure = _compose([*searching, *grouped])
-    for override in parsed:
+    first = [_with_value(override, _values(override)[0]) for override in ours]
+    grouped = [o for o, p in zip(first, ours, strict=True) if _is_group(p, options)]
+    context = _Context(every, searching, search_path, options, grouped)
+    configs = [context.compose(first)]
+    for override in ours:
+        # +data.path on data=moons composes (a key added), and fails only when built.
         key = override.get_key_element()
-        if _is_group(override, options) or key.startswith("~"):
-            continue
-        # A key of another option of its group (data.path without data=csv) names it.
-        named = (key.lstrip("+"), structure, options, search_path, every, [*searching, *grouped])
-        if key.startswith("+"):
-            if not _has_key(structure, key[1:]):
-                _check_key_of_another_option(*named, added=True)
-            continue
-        try:
-            check_key_exists(structure, key)
-        except ConfigError:
-            _check_key_of_another_option(*named)
-            raise
+        if key.startswith("+") and not _is_group(override, options):
+            context.key_of_another_option(key[1:], configs[0], added=True)
     _check_hydra_keys(every, searching, grouped)
-    configs = [_compose([*searching, *first])]
-    for index, override in enumerate(parsed):
+    for index, override in enumerate(ours):
         for value in _values(override)[1:]:
             variant = [*first[:index], _with_value(override, value), *first[index + 1 :]]
-            configs.append(_compose([*searching, *variant]))
+            configs.append(context.compose(variant))
     for cfg in configs:
         check_config(cfg, here=here)
     return configs
+
+
+class _Context:
+    """One command line's overrides, for composing its configs and naming what is wrong."""
+
+    def __init__(self, every, searching, search_path, options, grouped) -> None:
+        self.every, self.searching, self.search_path = every, searching, search_path
+        self.options, self.grouped = options, grouped
+
+    def compose(self, overrides: list[str]) -> DictConfig:
+        try:
+            return _compose([*self.searching, *overrides])
+        except UnknownKey as error:
+            if error.on_command_line:
+                structure = _compose([*self.searching, *self.grouped])
+                self.key_of_another_option(error.key, structure)
+            raise
+
+    def key_of_another_option(self, key: str, structure: DictConfig, added: bool = False):
+        _check_key_of_another_option(
+            key,
+            structure,
+            self.options,
+            self.search_path,
+            self.every,
+            [*self.searching, *self.grouped],
+            added=added,
+        )
 
 
 def parse_overrides(overrides: list[str]) -> list:
@@ -439,12 +464,6 @@ def _search_path_override(overrides) -> list[str]:
     return []
 
 
-def _has_key(structure: DictConfig, key: str) -> bool:
-    parent_key, _, name = key.rpartition(".")
-    parent = OmegaConf.select(structure, parent_key, default=None) if parent_key else structure
-    return isinstance(parent, DictConfig) and name in parent
-
-
 def _check_key_of_another_option(
     key: str,
     structure: DictConfig,
@@ -461,11 +480,14 @@ def _check_key_of_another_option(
     group, _, rest = key.partition(".")
     if not rest or group in ("experiment", "hydra") or group not in options:
         return
+    if any(o.is_delete() and o.get_key_element() == f"~{group}" for o in every):
+        return  # ~model +model._target_=...: a config of the user's own, on the command line
     target = OmegaConf.select(structure, f"{group}._target_", default=None)
     having = _options_with_key(group, rest, options[group], search_path)
     if added:
         having = {name: other for name, other in having.items() if other != target}
-    if not having:
+    shared = SCHEMAS.get(group)  # schema.Data: keys of every data option, of the user's too
+    if not having or (shared and rest.split(".")[0] in keys_of(shared)):
         return
     chosen = _compose(choosing, hydra=True).hydra.runtime.choices.get(group)
     picked = {o.get_key_element().lstrip("+~") for o in every}
@@ -506,10 +528,18 @@ def _options_with_key(
                 content = content.get(group)
                 if not isinstance(content, DictConfig):
                     continue
-            if OmegaConf.select(content, key, default=_MISSING) is not _MISSING:
+            in_schema = key.split(".")[0] in _schema_fields(content)
+            if in_schema or OmegaConf.select(content, key, default=_MISSING) is not _MISSING:
                 found[name] = content.get("_target_")
                 break
     return found
+
+
+def _schema_fields(content: DictConfig) -> set[str]:
+    """The keys of the schema an option's defaults list names (``/schema_data_csv@_here_``)."""
+    named = (re.match(r"/?schema_(\w+)@", str(entry)) for entry in content.get("defaults", []))
+    schemas = [SCHEMAS[m.group(1)] for m in named if m and m.group(1) in SCHEMAS]
+    return {key for schema in schemas for key in keys_of(schema)}
 
 
 # lightning-hydra-template's search settings (hydra.sweeper.*, for Hydra's Optuna sweeper)
@@ -569,8 +599,8 @@ def _check_hydra_keys(every: list, searching: list[str], grouped: list[str]) -> 
 
 
 def _is_ours(override) -> bool:
-    """Hydra's own settings and deletions are Hydra's to check."""
-    return not override.is_delete() and not override.get_key_element().startswith("hydra")
+    """Hydra's own settings are Hydra's to check."""
+    return not override.get_key_element().lstrip("~+").startswith("hydra")
 
 
 def _values(override) -> list[str]:
@@ -590,15 +620,13 @@ def _is_group(override, options: dict[str, list[str]]) -> bool:
     return override.get_key_element().lstrip("+~") in options
 
 
-def _check_option(group: str, option: str, options: dict[str, list[str]]) -> None:
-    known = options[group]
-    if option not in known and option != "null":
-        hint = difflib.get_close_matches(option, known, n=1)
-        maybe = f" Did you mean {group}={hint[0]}?" if hint else ""
-        raise ConfigError(
-            f"{group}={option}: no such option in group '{group}'. "
-            f"Available: {', '.join(sorted(known))}.{maybe}"
-        )
+class UnknownKey(ConfigError):
+    """A key that neither the config nor its schema has; ``on_command_line``: an override
+    named it (else a config file did)."""
+
+    def __init__(self, message: str, key: str, on_command_line: bool) -> None:
+        super().__init__(message)
+        self.key, self.on_command_line = key, on_command_line
 
 
 def check_key_exists(config: DictConfig, key: str) -> None:
@@ -609,18 +637,26 @@ def check_key_exists(config: DictConfig, key: str) -> None:
         return  # present, possibly still mandatory (???)
     if not isinstance(parent, DictConfig):
         raise ConfigError(f"{key}: no such key ('{parent_key}' holds no keys)")
-    keys = [str(k) for k in parent.keys()]
+    raise ConfigError(_no_such_key(key, parent))
+
+
+def _no_such_key(key: str, parent: DictConfig | None, where: str = "") -> str:
+    """``trainer.max_epoch: no such key. Did you mean trainer.max_epochs? (...)``."""
+    parent_key, _, name = key.rpartition(".")
+    keys = [str(k) for k in parent.keys()] if isinstance(parent, DictConfig) else []
     hint = difflib.get_close_matches(name, keys, n=1, cutoff=0.5)
-    where = f"{parent_key}." if parent_key else ""
-    maybe = f" Did you mean {where}{hint[0]}?" if hint else f" Valid keys: {', '.join(keys)}."
+    prefix = f"{parent_key}." if parent_key else ""
+    maybe = f" Did you mean {prefix}{hint[0]}?" if hint else f" Valid keys: {', '.join(keys)}."
     if not keys:
         maybe = f" ('{parent_key}' holds no keys yet.)"
-    raise ConfigError(f"{key}: no such key.{maybe} (Add a new key with +{key}=...)")
+    if where:  # a config file: a key is added on the command line, not in the file
+        return f"{where}: {key}: no such key.{maybe}"
+    return f"{key}: no such key.{maybe} (Add a new key with +{key}=...)"
 
 
 def compose_config(overrides: list[str], hydra: bool = False) -> DictConfig:
     """``train.yaml`` composed with ``overrides`` (and Hydra's own node if ``hydra``), or a
-    ConfigError with Hydra's first line."""
+    ConfigError in dlbasics' one line (see :func:`composition_error`)."""
     return _compose(overrides, hydra)
 
 
@@ -628,11 +664,138 @@ def _compose(overrides: list[str], hydra: bool = False) -> DictConfig:
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             return compose("train", overrides=overrides, return_hydra_config=hydra)
-    except MissingConfigException as error:
-        raise ConfigError(_first_line(error)) from None
-    except ConfigCompositionException as error:
-        cause = f" ({_first_line(error.__cause__)})" if error.__cause__ else ""
-        raise ConfigError(_first_line(error) + cause) from None
+    except ConfigCompositionException as error:  # MissingConfigException too
+        raise composition_error(error) from None
+
+
+def composition_error(error: ConfigCompositionException) -> ConfigError:
+    """Hydra's refusal to compose as one line: an unknown option with the group's options,
+    an unknown key with the closest valid one (:class:`UnknownKey`), a value of the wrong
+    type (the schema's) with what works; anything else as Hydra's first line."""
+    if isinstance(error, MissingConfigException):
+        return ConfigError(_unknown_option(error))
+    cause = error.__cause__ or error.__context__  # an override's; a config file's
+    text = str(error).strip()
+    typed = re.match(r"Error merging override (.*)", text) or re.match(
+        r"Could not override '.*'\.\nTo append to your config use \+(.*)", text
+    )
+    given = typed.group(1).strip() if typed else None  # the override, as typed
+    where = re.match(r"In '([^']+)': ", text)
+    in_file = where.group(1) if where and not given else ""
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and cause.full_key:
+        key = str(cause.full_key)
+        return UnknownKey(_no_such_key(key, cause.parent_node, in_file), key, not in_file)
+    if isinstance(cause, ConfigTypeError) and "does not support deletion" in str(cause):
+        return ConfigError(_undeletable(str(cause.full_key), given))
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+        return ConfigError(_wrong_type(cause, given, in_file))
+    return ConfigError(_first_line(error) + (f" ({_first_line(cause)})" if cause else ""))
+
+
+def _undeletable(key: str, given: str | None) -> str:
+    """``~model.hidden_sizes``: an option's keys are its schema's, all of them."""
+    group = key.split(".")[0]
+    return (
+        f"{given or '~' + key}: the keys of a {group} option are fixed by its schema "
+        f"(dlbasics.config.schema); for a {group} of your own, leave the option out and give "
+        f"its keys, e.g. ~{group} +{group}._target_=my_module.MyClass, or write "
+        f"{group}/<name>.yaml in a folder of your own (--config-dir)"
+    )
+
+
+def _unknown_option(error: MissingConfigException) -> str:
+    """``model=transformer: no such option in group 'model'. Available: cnn, linreg, mlp.``"""
+    missing = str(error.missing_cfg_file or "")
+    group, _, option = missing.rpartition("/")
+    if not group or error.options is None:
+        return _first_line(error)
+    known = sorted(str(name) for name in error.options)
+    hint = difflib.get_close_matches(option, known, n=1)
+    maybe = f" Did you mean {group}={hint[0]}?" if hint else ""
+    return (
+        f"{group}={option}: no such option in group '{group}'. "
+        f"Available: {', '.join(known)}.{maybe}"
+    )
+
+
+# What a value of the schema's type looks like, by the words of OmegaConf's refusal.
+_KINDS = {
+    "converted to Integer": "a whole number",
+    "converted to Float": "a number",
+    "converted to Boolean": "true or false",
+    "is not a valid bool": "true or false",
+    "is not a ListConfig": "a list",
+    "is not a DictConfig": "a group of keys (key: value)",
+    "is not Optional": "a value (not null)",
+}
+
+
+def _wrong_type(cause: OmegaConfBaseException, given: str | None, in_file: str) -> str:
+    """``optimizer.lr=fast: must be a number, e.g. optimizer.lr=0.001``: a value the
+    schema's type refuses, what the key takes, and its value before (as an example)."""
+    full_key = str(cause.full_key)
+    key = re.sub(r"\[\d+\]$", "", full_key)  # an entry of a list: name the list
+    reason = str(cause.msg).strip().splitlines()[0]
+    typed = given.partition("=")[2] if given else None
+    value = re.search(r"Value '(.*)' of type", reason)
+    shown = typed if typed is not None else (value.group(1) if value else "")
+    what = f"{key}={shown}" if shown else key
+    if in_file:
+        what = f"{in_file}: {what}"
+    kind = next((words for clue, words in _KINDS.items() if clue in reason), None)
+    if kind is None:
+        return f"{what}: {reason}"
+    name = key.rpartition(".")[2]
+    example = _example(key, cause.parent_node, name) if full_key == key else ""
+    if kind == "a list" and _is_number(_parsed(shown)):
+        return f"{what}: must be a list; for one entry write {key}=[{shown}]"
+    if full_key != key:  # one entry of a list
+        entry = value.group(1) if value else "?"
+        return f"{what}: the entry {entry} must be {kind}"
+    if kind == "a whole number" and value and _is_whole_float(value.group(1)):
+        number = float(value.group(1))
+        return (
+            f"{what}: must be a whole number; {shown} is read as the decimal number {number}; "
+            f"write it as a whole number: {key}={int(number)}"
+        )
+    nullable = " (or null)" if _may_be_null(cause.object_type, name) else ""
+    return f"{what}: must be {kind}{nullable}{example}"
+
+
+def _example(key: str, parent, name: str) -> str:
+    """``, e.g. optimizer.lr=0.001``: the key's value before the override, if it had one."""
+    if not isinstance(parent, DictConfig):
+        return ""
+    value = OmegaConf.to_container(parent, resolve=False).get(name)
+    if isinstance(value, list):
+        value = "[" + ",".join(str(v) for v in value) + "]"
+    if value is None or isinstance(value, dict) or str(value).startswith(("${", "???")):
+        return ""
+    return f", e.g. {key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
+def _may_be_null(schema, name: str) -> bool:
+    """Whether the schema's field ``name`` is ``X | None``."""
+    import dataclasses
+    import typing
+
+    if not dataclasses.is_dataclass(schema):
+        return False
+    hint = typing.get_type_hints(schema).get(name)
+    return type(None) in typing.get_args(hint)
+
+
+def _is_whole_float(text: str) -> bool:
+    try:
+        return float(text).is_integer()
+    except ValueError:
+        return False
+
+
+def _parsed(text: str):
+    """A value as Hydra reads it from the command line (``64`` is a number), or the text."""
+    override = _parses(f"key={text}")
+    return override.value() if override is not None else text
 
 
 def _first_line(error: BaseException) -> str:
@@ -640,51 +803,31 @@ def _first_line(error: BaseException) -> str:
 
 
 # -- values ----------------------------------------------------------------------------
+#
+# The schema has given every key of the package's options its type (Hydra refused the
+# rest while composing). What follows are the ranges and names a type cannot say, and the
+# keys that depend on each other. A value of another type still gets a line here, not a
+# traceback: a user's own option has no schema, nor has a resumed run's saved config.
 
 
 def check_config(cfg: DictConfig, here: bool = True) -> None:
     """Raise :class:`ConfigError` naming the first key whose value cannot work; ``here``:
     the run will run on this machine, so the GPUs and cores it asks for must be here."""
-    _integer_at_least(cfg, "seed", 0)
-    _positive_number(cfg, "optimizer.lr")
-    _integer_at_least(cfg, "trainer.max_epochs", 1)
-    if cfg.data.get("batch_size") is not None:
-        _integer_at_least(cfg, "data.batch_size", 1)
-    fractions = [  # a user's own datamodule may have neither key
-        _fraction(cfg, f"data.{name}")
-        for name in ("val_fraction", "test_fraction")
-        if name in cfg.data
-    ]
-    if sum(fractions) >= 1:
+    missing = [str(key) for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if missing:  # ~data: a group left without an option
         raise ConfigError(
-            f"data.val_fraction + data.test_fraction = {sum(fractions):g} leaves no training "
-            "data; their sum must be below 1 (e.g. 0.1 and 0.1)"
+            f"{missing[0]}: no value and no option chosen; choose one, e.g. "
+            f"{missing[0]}=<option> (python -m dlbasics.train --help lists them)"
         )
-    if "noise" in cfg.data:
-        _number_at_least(cfg, "data.noise", 0)
-    if "n_samples" in cfg.data:
-        _integer_at_least(cfg, "data.n_samples", 1)
-    model = cfg.model
-    for key in ("hidden_sizes", "channels"):
-        if key in model:
-            _positive_integers(model[key], f"model.{key}")
-    if "activation" in model and model.activation not in ACTIVATIONS:
-        raise ConfigError(
-            f"model.activation={model.activation}: unknown activation; "
-            f"choose one of {', '.join(ACTIVATIONS)}"
-        )
-    if "kernel_size" in model:
-        _integer_at_least(cfg, "model.kernel_size", 1)
-    if "dropout" in model:
-        dropout = model.dropout
-        if not _is_number(dropout) or not 0 <= dropout < 1:
-            raise ConfigError(f"model.dropout={dropout}: must be a probability in [0, 1)")
+    _at_least(cfg, "seed", 0, whole=True)
+    _above_zero(cfg, "optimizer.lr")
+    _at_least(cfg, "trainer.max_epochs", 1, whole=True)
     if cfg.get("gradient_clip_val") is not None:
-        _positive_number(cfg, "gradient_clip_val")
+        _above_zero(cfg, "gradient_clip_val")
+    _one_of(cfg, "float32_matmul_precision", MATMUL_PRECISIONS)
+    check_data_values(cfg)
+    check_model(cfg)
     check_scheduler(cfg)
-    precision = cfg.get("float32_matmul_precision")
-    if precision is not None and precision not in ("highest", "high", "medium"):
-        raise ConfigError(f"float32_matmul_precision={precision}: one of highest, high, medium")
     check_search(cfg)
     check_ckpt_path(cfg)
     check_callbacks(cfg)
@@ -693,24 +836,77 @@ def check_config(cfg: DictConfig, here: bool = True) -> None:
         check_accelerator(cfg)
 
 
+def check_job(cfg: DictConfig) -> None:
+    """What a job checks itself: :func:`check_config` ran on the command line's configs
+    before any job started (every value of a sweep, both ends of a search's intervals),
+    so only a job on another machine, a SLURM launcher's, checks that machine's devices."""
+    from hydra.core.hydra_config import HydraConfig
+
+    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
+    if "SlurmLauncher" in str(launcher.get("_target_")):
+        check_accelerator(cfg)
+
+
+def check_data_values(cfg: DictConfig) -> None:
+    """The batch size, the split's fractions and the generated rows (a user's own data
+    config may have none of these keys)."""
+    data = cfg.data
+    if data.get("batch_size") is not None:
+        _at_least(cfg, "data.batch_size", 1, whole=True)
+    fractions = [_fraction(cfg, f"data.{name}") for name in _FRACTIONS if name in data]
+    if sum(fractions) >= 1:
+        raise ConfigError(
+            f"data.val_fraction + data.test_fraction = {sum(fractions):g} leaves no training "
+            "data; their sum must be below 1 (e.g. 0.1 and 0.1)"
+        )
+    if "noise" in data:
+        _at_least(cfg, "data.noise", 0)
+    if "n_samples" in data:
+        _at_least(cfg, "data.n_samples", 1, whole=True)
+
+
+_FRACTIONS = ("val_fraction", "test_fraction")
+
+
+def has_validation_split(cfg: DictConfig) -> bool:
+    """Whether the run holds out a validation split (a data config without the key gets
+    the datamodule's default)."""
+    return float(cfg.data.get("val_fraction", DATA_DEFAULTS.val_fraction) or 0) > 0
+
+
+def check_model(cfg: DictConfig) -> None:
+    """Layer sizes of at least 1, a known activation, a kernel and a dropout that work."""
+    model = cfg.model
+    for key in ("hidden_sizes", "channels"):
+        if key in model:
+            _layer_sizes(cfg, f"model.{key}")
+    if "activation" in model:
+        _one_of(cfg, "model.activation", tuple(ACTIVATIONS))
+    if "kernel_size" in model:
+        _at_least(cfg, "model.kernel_size", 1, whole=True)
+    if "dropout" in model:
+        dropout = model.dropout
+        if not _is_number(dropout) or not 0 <= dropout < 1:
+            raise ConfigError(f"model.dropout={_shown(dropout)}: must be a probability in [0, 1)")
+
+
 def check_search(cfg: DictConfig) -> None:
     """The values of ``hparams_search`` that can be checked before any trial runs."""
     if not search_selected(cfg):
         return
     search = cfg.hparams_search
-    _integer_at_least(cfg, "hparams_search.n_trials", 1)
+    _at_least(cfg, "hparams_search.n_trials", 1, whole=True)
     chosen = search.get("parallel_trials", "auto")
     if chosen not in (None, "auto") and not _is_whole(chosen, 1):
         raise ConfigError(f"hparams_search.parallel_trials={chosen}: auto, or a whole number >= 1")
-    seed = search.get("sampler_seed")
-    if seed is not None and not _is_whole(seed, 0):
-        raise ConfigError(f"hparams_search.sampler_seed={seed}: a whole number >= 0, or null")
+    if search.get("sampler_seed") is not None:
+        _at_least(cfg, "hparams_search.sampler_seed", 0, whole=True)
     if "n_startup_trials" in search:
-        _integer_at_least(cfg, "hparams_search.n_startup_trials", 0)
+        _at_least(cfg, "hparams_search.n_startup_trials", 0, whole=True)
     metric, direction = objective_settings(cfg)
     check_metric(metric)
     check_direction(direction)
-    if float(cfg.data.get("val_fraction", 0.1) or 0) == 0:
+    if not has_validation_split(cfg):
         raise ConfigError(
             "hparams_search with data.val_fraction=0: trials are compared on the validation "
             "split, and there is none; set data.val_fraction=0.1 (or another share)"
@@ -738,10 +934,10 @@ def check_callbacks(cfg: DictConfig) -> None:
     checkpoint = callbacks.get("checkpoint")
     if checkpoint:
         if checkpoint.get("every_n_epochs") is not None:
-            _integer_at_least(cfg, "callbacks.checkpoint.every_n_epochs", 1)
+            _at_least(cfg, "callbacks.checkpoint.every_n_epochs", 1, whole=True)
         if checkpoint.get("every_n_seconds") is not None:
-            _positive_number(cfg, "callbacks.checkpoint.every_n_seconds")
-    if float(cfg.data.get("val_fraction", 0.1) or 0) > 0:
+            _above_zero(cfg, "callbacks.checkpoint.every_n_seconds")
+    if has_validation_split(cfg):
         return
     for name, callback in callbacks.items():
         monitor = str((callback or {}).get("monitor", ""))
@@ -757,14 +953,14 @@ def check_callbacks(cfg: DictConfig) -> None:
 def check_figures(cfg: DictConfig) -> None:
     """How often figures are taken and drawn (``figures=none`` has nothing to check)."""
     figures = cfg.get("figures") or {}
-    for key, check in (
-        ("every_n_epochs", lambda k: _integer_at_least(cfg, k, 1)),
-        ("frames", lambda k: _integer_at_least(cfg, k, 1)),
-        ("draw_every_seconds", lambda k: _number_at_least(cfg, k, 0)),
-        ("max_images", lambda k: _integer_at_least(cfg, k, 0)),
+    for key, minimum, whole in (
+        ("every_n_epochs", 1, True),
+        ("frames", 1, True),
+        ("draw_every_seconds", 0, False),
+        ("max_images", 0, True),
     ):
         if figures.get(key) is not None:
-            check(f"figures.{key}")
+            _at_least(cfg, f"figures.{key}", minimum, whole=whole)
 
 
 def check_accelerator(cfg: DictConfig) -> None:
@@ -821,83 +1017,70 @@ def check_scheduler(cfg: DictConfig) -> None:
     scheduler = cfg.get("scheduler") or {}
     for key in ("step_size", "T_max"):
         if key in scheduler:
-            _integer_at_least(cfg, f"scheduler.{key}", 1)
+            _at_least(cfg, f"scheduler.{key}", 1, whole=True)
     if "patience" in scheduler:
-        _integer_at_least(cfg, "scheduler.patience", 0)
+        _at_least(cfg, "scheduler.patience", 0, whole=True)
     if "eta_min" in scheduler:
-        _number_at_least(cfg, "scheduler.eta_min", 0)
+        _at_least(cfg, "scheduler.eta_min", 0)
     if "gamma" in scheduler:
-        _positive_number(cfg, "scheduler.gamma")
+        _above_zero(cfg, "scheduler.gamma")
     factor = scheduler.get("factor")
     if factor is not None and (not _is_number(factor) or not 0 < factor < 1):
         raise ConfigError(
-            f"scheduler.factor={factor}: the learning rate is multiplied by it on a plateau; "
+            f"scheduler.factor={_shown(factor)}: the learning rate is multiplied by it on a plateau; "
             "a number between 0 and 1 (e.g. 0.5)"
         )
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (a container or ``taskset`` may allow fewer
-    than the machine has)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _value(cfg: DictConfig, key: str):
-    return OmegaConf.select(cfg, key)
+def _shown(value) -> str:
+    """A value as the user typed it: the schema made ``optimizer.lr=-1`` the float -1.0."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return str(value)
 
 
 def _is_number(value) -> bool:
     return isinstance(value, Number) and not isinstance(value, bool)
 
 
-def _positive_number(cfg: DictConfig, key: str) -> None:
-    value = _value(cfg, key)
-    if not _is_number(value) or value <= 0:
-        raise ConfigError(f"{key}={value}: must be a number above 0 (e.g. {key}=0.01)")
-
-
-def _number_at_least(cfg: DictConfig, key: str, minimum: float) -> None:
-    value = _value(cfg, key)
-    if not _is_number(value) or value < minimum:
-        raise ConfigError(f"{key}={value}: must be a number >= {minimum}")
-
-
 def _is_whole(value, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def _integer_at_least(cfg: DictConfig, key: str, minimum: int) -> None:
-    value = _value(cfg, key)
-    if isinstance(value, float) and value.is_integer() and value >= minimum:
-        # 1e3 or 1000.0 on the command line: YAML and Hydra read a decimal number.
-        mantissa, exponent = f"{value:e}".split("e")
-        short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}" if value else "0e0"
-        raise ConfigError(
-            f"{key}={value}: must be a whole number; {short} (like {value}) is read as the "
-            f"decimal number {value}; write it as a whole number: {key}={int(value)}"
-        )
-    if not _is_whole(value, minimum):
-        raise ConfigError(f"{key}={value}: must be a whole number >= {minimum}")
+def _above_zero(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    if not _is_number(value) or value <= 0:
+        raise ConfigError(f"{key}={_shown(value)}: must be a number above 0 (e.g. {key}=0.01)")
+
+
+def _at_least(cfg: DictConfig, key: str, minimum: int, whole: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    fits = _is_whole(value, minimum) if whole else _is_number(value) and value >= minimum
+    if not fits:
+        what = "a whole number" if whole else "a number"
+        raise ConfigError(f"{key}={_shown(value)}: must be {what} >= {minimum}")
 
 
 def _fraction(cfg: DictConfig, key: str) -> float:
-    value = _value(cfg, key)
+    value = OmegaConf.select(cfg, key)
     if not _is_number(value) or not 0 <= value < 1:
-        raise ConfigError(f"{key}={value}: must be a fraction in [0, 1) (0 = no such split)")
+        raise ConfigError(
+            f"{key}={_shown(value)}: must be a fraction in [0, 1) (0 = no such split)"
+        )
     return float(value)
 
 
-def _positive_integers(values: Iterable, key: str) -> None:
-    if isinstance(values, Number) and _is_whole(values, 1):
+def _one_of(cfg: DictConfig, key: str, names: tuple[str, ...]) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is not None and value not in names:
+        raise ConfigError(f"{key}={value}: not one of {', '.join(names)}")
+
+
+def _layer_sizes(cfg: DictConfig, key: str) -> None:
+    values = OmegaConf.select(cfg, key)
+    listed = list(values) if isinstance(values, ListConfig | list) else None
+    if listed is None or not all(_is_whole(v, 1) for v in listed):
+        shown = listed if listed is not None else values
         raise ConfigError(
-            f"{key}={values}: a list of layer sizes, one per layer; for one layer of "
-            f"{values} write {key}=[{values}]"
-        )
-    values = list(values) if not isinstance(values, (str, Number)) else [values]
-    bad = [v for v in values if not _is_whole(v, 1)]
-    if bad:
-        raise ConfigError(
-            f"{key}={values}: every entry must be a whole number >= 1 (e.g. {key}=[64,64])"
+            f"{key}={shown}: every entry must be a whole number >= 1 (e.g. {key}=[64,64])"
         )

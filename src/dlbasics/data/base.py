@@ -22,6 +22,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from dlbasics.config.schema import Data as DEFAULT  # the defaults of a data config
 from dlbasics.data.arrays import (
     Scaling,
     Split,
@@ -68,12 +69,12 @@ class InMemoryDataModule(pl.LightningDataModule):
     def __init__(
         self,
         task: Task,
-        batch_size: int | None = 32,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        standardize: bool = True,
-        standardize_target: bool | str = False,
-        stratify: bool = True,
+        batch_size: int | None = DEFAULT.batch_size,
+        val_fraction: float = DEFAULT.val_fraction,
+        test_fraction: float = DEFAULT.test_fraction,
+        standardize: bool = DEFAULT.standardize,
+        standardize_target: bool | str = DEFAULT.standardize_target,
+        stratify: bool = DEFAULT.stratify,
         shuffle: bool = True,
         split_seed: int = 0,
         shuffle_seed: int = 0,
@@ -227,12 +228,18 @@ class InMemoryDataModule(pl.LightningDataModule):
         x, y = self._on_device("train")
         batch_size = self.batch_size or len(x)  # None: full batch
         trainer = self.trainer
+        # Each epoch's order is read from the trainer when the epoch's first batch is taken
+        # (its current_epoch, restored on resume); without a trainer, from set_epoch.
+        epoch_of = (lambda: trainer.current_epoch) if trainer is not None else None
         if getattr(trainer.lightning_module if trainer else None, "takes_chunks", False):
             return ShuffledChunks(
-                x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed
-            )
+                x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed,
+                epoch_of=epoch_of,
+            )  # fmt: skip
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
-        return ShuffledBatches(x, y, batch_size, self.shuffle, self.shuffle_seed, rank, world_size)
+        return ShuffledBatches(
+            x, y, batch_size, self.shuffle, self.shuffle_seed, rank, world_size, epoch_of
+        )
 
     def val_dataloader(self) -> OrderedBatches | list:
         return self._eval_batches("val")

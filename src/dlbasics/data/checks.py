@@ -1,49 +1,40 @@
 """Checking a run's data from the command line, before Lightning is imported.
 
 Reading a user's CSV file takes pandas, not Lightning: :func:`check_data` reads and checks
-it the way :class:`~dlbasics.data.CsvData` will, and tries the split, so a bad file or a
-split it cannot give is reported within a second or two, before any run directory exists.
-Generated data are checked for the split their row count allows; the rest of their checks
-run when the run loads them.
+it the way :class:`~dlbasics.data.CsvData` will, its labels and whether its rows are enough
+for the split, so a bad file is reported within a second or two, before any run directory
+exists. The split itself is drawn once, by the run (a class too rare to stratify, or a
+category only the validation or test rows hold, is reported from there). Generated data are
+checked for the split their row count allows; the rest of their checks run when the run
+loads them.
 """
 
 from __future__ import annotations
 
 import inspect
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
+
+from dlbasics.config.schema import Data as DEFAULT  # a data config's defaults
 
 CSV_TARGETS = ("dlbasics.data.CsvData", "dlbasics.data.csv_file.CsvData")
 
 
 def check_data(data: DictConfig) -> None:
-    """Raise the DataError or ConfigError that loading ``data`` (``cfg.data``) would raise."""
+    """Raise the DataError or ConfigError that loading ``data`` (``cfg.data``) would raise
+    before drawing the split."""
     if data.get("_target_") not in CSV_TARGETS:
         check_generated_sizes(data)
         return
     from dlbasics.data.arrays import check_target_scaling, encode_labels
-    from dlbasics.data.table import split_file_rows
+    from dlbasics.data.table import check_split_sizes
 
     options = OmegaConf.to_container(data, resolve=True)
     table = _read(options)
-    check_target_scaling(options.get("standardize_target", False), table.task)
-    y = (
-        encode_labels(table.y, f"data.target={table.target}")[0]
-        if table.task == "classification"
-        else table.y
-    )
-    parts = split_file_rows(
-        np.arange(len(y))[:, None],
-        y,
-        table.path,
-        options.get("val_fraction", 0.1),
-        options.get("test_fraction", 0.1),
-        stratify=table.task == "classification" and options.get("stratify", True),
-        seed=options.get("split_seed", 0),
-    )
-    # The encoding learns from the training rows; a level only the others hold stops here.
-    table.encode(table.encoding(parts["train"][0][:, 0]))
+    check_target_scaling(options.get("standardize_target", DEFAULT.standardize_target), table.task)
+    if table.task == "classification":
+        encode_labels(table.y, f"data.target={table.target}")
+    check_split_sizes(len(table.y), table.path, *_fractions(options))
 
 
 def check_generated_sizes(data: DictConfig) -> None:
@@ -53,7 +44,15 @@ def check_generated_sizes(data: DictConfig) -> None:
     if isinstance(n, int) and n > 0:
         from dlbasics.data.arrays import split_sizes
 
-        split_sizes(n, data.get("val_fraction", 0.1), data.get("test_fraction", 0.1))
+        split_sizes(n, *_fractions(data))
+
+
+def _fractions(options) -> tuple[float, float]:
+    """``val_fraction`` and ``test_fraction``, the datamodule's defaults where not given."""
+    return (
+        options.get("val_fraction", DEFAULT.val_fraction),
+        options.get("test_fraction", DEFAULT.test_fraction),
+    )
 
 
 def check_file(data: DictConfig) -> None:

@@ -14,6 +14,7 @@ file is reported within a second or two and before any run directory exists.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import difflib
 import logging
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dlbasics.data import files
-from dlbasics.data.arrays import Split, split_rows
+from dlbasics.data.arrays import Split, split_rows, split_sizes
 from dlbasics.data.encoding import TableEncoding, check_options
 from dlbasics.errors import ConfigError, DataError
 
@@ -702,12 +703,25 @@ def split_file_rows(
     seed: int,
 ) -> Split:
     """:func:`~dlbasics.data.arrays.split_rows`, its errors naming the file's rows."""
-    try:
+    with _naming_the_file(path, len(x), val_fraction, test_fraction):
         return split_rows(x, y, val_fraction, test_fraction, stratify, seed)
+
+
+def check_split_sizes(n: int, path: Path | None, val_fraction: float, test_fraction: float):
+    """The DataError :func:`split_file_rows` raises for ``n`` rows that the fractions cannot
+    split (a split of no row, no training row left), found from the count alone."""
+    with _naming_the_file(path, n, val_fraction, test_fraction):
+        split_sizes(n, val_fraction, test_fraction)
+
+
+@contextlib.contextmanager
+def _naming_the_file(path: Path | None, n: int, val_fraction: float, test_fraction: float):
+    try:
+        yield
     except DataError as error:
         raise DataError(
             f"data.val_fraction={val_fraction:g} and data.test_fraction={test_fraction:g} "
-            f"cannot split the {len(x)} rows of '{path}': {error}; or add rows to the file "
+            f"cannot split the {n} rows of '{path}': {error}; or add rows to the file "
             "(0 = no such split)"
         ) from None
 

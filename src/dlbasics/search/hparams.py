@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,10 +211,16 @@ def joblib_workers(launcher: DictConfig) -> int | None:
     one per core), or None for another launcher."""
     if "joblib" not in str(launcher.get("_target_", "")):
         return None
-    from dlbasics.config.checks import usable_cores  # validate imports this module
-
     n_jobs = int(launcher.get("n_jobs") or 1)
     return n_jobs if n_jobs > 0 else max(1, usable_cores() + 1 + n_jobs)
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (a container or ``taskset`` may allow fewer
+    than the machine has)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def search_selected(cfg: DictConfig) -> bool:
