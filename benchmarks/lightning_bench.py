@@ -7,8 +7,8 @@ validation every epoch) trained
 - by tuned plain Lightning: a minimal ``LightningModule`` (``nn.Linear(2, 1)``, SGD lr 0.01,
   MSE), validation logged with ``self.log("val/loss", ..., on_epoch=True)``, a ``Trainer``
   with the logger, checkpointing, progress bar and model summary off, and loaders as cheap as
-  Lightning's public API allows: a plain list holding the one batch, and a
-  ``DataLoader(batch_size=None)`` over it;
+  Lightning's public API allows: an iterable object yielding the one batch, and a
+  ``DataLoader(batch_size=None)`` over a one-item list;
 - by ``dlbasics.fit`` with W2's overrides and ``figures=none``, then with the default figures
   (every other setting the default: TensorBoard, checkpoints, progress bar, model summary);
 - by a plain torch loop (plain_w2.py's work), for reference.
@@ -46,6 +46,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning
 import torch
@@ -74,6 +75,15 @@ class EpochTimer(Callback):
         EPOCH_ENDS.append(time.perf_counter())
 
 
+class Measured(NamedTuple):
+    """One W2 run: its epoch ends, final val/loss and, for dlbasics, the whole fit call."""
+
+    ends: list[float]
+    val_loss: float
+    fit_seconds: float | None = None
+    config_sources: str = ""
+
+
 def per_epoch(ends: list[float]) -> tuple[float, float]:
     """Median and mean seconds between consecutive epoch ends (the first epoch, a warm-up,
     is left out; the median also ignores stray pauses of a shared machine)."""
@@ -90,6 +100,19 @@ def w2_tensors() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor,
     x = torch.randn(100, 2)
     y = x @ torch.tensor([[2.0], [-3.5]]) + 5 + torch.randn(100, 1)
     return (x[:80], y[:80]), (x[80:90], y[80:90])
+
+
+class OneBatch:
+    """The cheapest loader Lightning accepts: an iterable yielding the same batch once."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __iter__(self):
+        yield self.batch
+
+    def __len__(self) -> int:
+        return 1
 
 
 class PlainW2(LightningModule):
@@ -113,8 +136,12 @@ class PlainW2(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
     def _loader(self, batch):
-        # "list": any iterable is a loader to Lightning; "dataloader": no batching, no collate
-        return [batch] if self.loader == "list" else DataLoader([batch], batch_size=None)
+        # "iterable": any iterable is a loader to Lightning; "dataloader": no batching, no
+        # collate (only default_convert). Not a plain list: Lightning takes a list as
+        # several loaders, so ``[batch]`` would hand out x and y one at a time.
+        return (
+            OneBatch(batch) if self.loader == "iterable" else DataLoader([batch], batch_size=None)
+        )
 
     def train_dataloader(self):
         return self._loader(self.train_batch)
@@ -123,8 +150,8 @@ class PlainW2(LightningModule):
         return self._loader(self.val_batch)
 
 
-def run_plain_lightning(loader: str) -> tuple[list[float], float]:
-    """Epoch ends and the final val/loss of tuned plain Lightning's W2."""
+def run_plain_lightning(loader: str) -> Measured:
+    """Tuned plain Lightning's W2."""
     EPOCH_ENDS.clear()
     module = PlainW2(loader)
     trainer = Trainer(
@@ -139,10 +166,10 @@ def run_plain_lightning(loader: str) -> tuple[list[float], float]:
         callbacks=[EpochTimer()],
     )
     trainer.fit(module)
-    return list(EPOCH_ENDS), float(trainer.callback_metrics["val/loss"])
+    return Measured(list(EPOCH_ENDS), float(trainer.callback_metrics["val/loss"]))
 
 
-def run_plain_torch() -> tuple[list[float], float]:
+def run_plain_torch() -> Measured:
     """plain_w2.py's loop, with its epoch ends."""
     (x, y), (x_val, y_val) = w2_tensors()
     net = torch.nn.Linear(2, 1)
@@ -156,14 +183,14 @@ def run_plain_torch() -> tuple[list[float], float]:
         with torch.no_grad():
             val_loss = torch.nn.functional.mse_loss(net(x_val), y_val).item()
         ends.append(time.perf_counter())
-    return ends, val_loss
+    return Measured(ends, val_loss)
 
 
 # -- W2 through dlbasics.fit -------------------------------------------------------------
 
 
-def run_dlbasics(*extra: str) -> tuple[list[float], float, float, object]:
-    """Epoch ends, final val/loss, seconds of the whole ``fit`` call, and the run."""
+def run_dlbasics(*extra: str) -> Measured:
+    """``dlbasics.fit`` of W2 with the epoch timer added by an override."""
     import dlbasics
 
     EPOCH_ENDS.clear()
@@ -177,8 +204,9 @@ def run_dlbasics(*extra: str) -> tuple[list[float], float, float, object]:
             print(chatter.getvalue()[-3000:], file=sys.stderr)
             raise
         seconds = time.perf_counter() - started
+        val_loss = float(run.metrics["val/loss"])  # read before the run directory goes
         config_sources = where_config_came_from(Path(run.dir))
-    return list(EPOCH_ENDS), float(run.metrics["val/loss"]), seconds, config_sources
+    return Measured(list(EPOCH_ENDS), val_loss, seconds, config_sources)
 
 
 def where_config_came_from(run_dir: Path) -> str:
@@ -186,14 +214,14 @@ def where_config_came_from(run_dir: Path) -> str:
     from omegaconf import OmegaConf
 
     sources = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.runtime.config_sources
-    return ", ".join(f"{s.path} ({s.provider})" for s in sources if s.provider != "hydra")
+    return ", ".join(
+        f"{s.path} ({s.provider})" for s in sources if s.path and s.provider != "hydra"
+    )
 
 
 W2_RUNS = {
-    "tuned plain Lightning, loader a list": lambda: run_plain_lightning("list"),
-    "tuned plain Lightning, DataLoader(batch_size=None)": lambda: run_plain_lightning(
-        "dataloader"
-    ),
+    "tuned plain Lightning, loader a one-batch iterable": lambda: run_plain_lightning("iterable"),
+    "tuned plain Lightning, DataLoader(batch_size=None)": lambda: run_plain_lightning("dataloader"),
     "dlbasics.fit W2, figures=none": lambda: run_dlbasics("figures=none"),
     "dlbasics.fit W2, default figures": lambda: run_dlbasics(),
     "plain torch loop (plain_w2.py), reference": run_plain_torch,
@@ -207,15 +235,18 @@ def compare_w2(repeats: int) -> None:
     sources = ""
     for _ in range(repeats):  # alternate, so drifts of the machine hit all alike
         for label, run in W2_RUNS.items():
-            ends, losses[label], *rest = run()
-            timings[label].append(per_epoch(ends))
-            if rest:
-                fit_seconds.setdefault(label, []).append(rest[0])
-                sources = rest[1]
+            measured = run()
+            timings[label].append(per_epoch(measured.ends))
+            losses[label] = measured.val_loss
+            if measured.fit_seconds is not None:
+                fit_seconds.setdefault(label, []).append(measured.fit_seconds)
+                sources = measured.config_sources
     median_ms = {
         label: 1e3 * statistics.median(m for m, _ in runs) for label, runs in timings.items()
     }
-    mean_ms = {label: 1e3 * statistics.median(m for _, m in runs) for label, runs in timings.items()}
+    mean_ms = {
+        label: 1e3 * statistics.median(m for _, m in runs) for label, runs in timings.items()
+    }
     tuned = min(median_ms[label] for label in median_ms if "Lightning" in label)
     print(f"\ndlbasics config composed from: {sources}")
     print(f"\nW2, {EPOCHS} epochs, median of {repeats} runs (alternating)\n")
@@ -228,7 +259,10 @@ def compare_w2(repeats: int) -> None:
             f"| {mean_ms[label]:.3f} | {f'{statistics.median(fit):.2f}' if fit else ''} "
             f"| {losses[label]:.4g} |"
         )
-    off, on = median_ms["dlbasics.fit W2, figures=none"], median_ms["dlbasics.fit W2, default figures"]
+    off, on = (
+        median_ms["dlbasics.fit W2, figures=none"],
+        median_ms["dlbasics.fit W2, default figures"],
+    )
     mean_off = mean_ms["dlbasics.fit W2, figures=none"]
     mean_on = mean_ms["dlbasics.fit W2, default figures"]
     print(
@@ -299,7 +333,14 @@ def compare_whole(repeats: int) -> None:
         for _ in range(repeats):  # alternate
             for label, command in commands.items():
                 runs[label].append(timed_process(command, work))
+        seen = subprocess.run(  # the children import what PYTHONPATH points at, too
+            [sys.executable, "-c", "import dlbasics; print(dlbasics.__file__)"],
+            cwd=work,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     floor = statistics.median(s for s, _ in runs[FLOOR_LABEL])
+    print(f"\nthe child processes import dlbasics from {Path(seen).parent}")
     print(f"\nWhole processes, median of {repeats} (alternating); peak RSS the largest seen\n")
     print("| process | seconds | vs floor | peak RSS MiB | all runs s |")
     print("| --- | ---: | ---: | ---: | --- |")
@@ -317,6 +358,7 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")  # Lightning 2.6 on torch 2.13
 
 
 def main() -> None:
@@ -327,8 +369,8 @@ def main() -> None:
     args = parser.parse_args()
     quiet_lightning()
     if args.plain_lightning_script:  # the "as a script" process of --only whole
-        ends, val_loss = run_plain_lightning("list")
-        print(f"val loss {val_loss:.3f}, {1e3 * per_epoch(ends)[0]:.3f} ms/epoch")
+        measured = run_plain_lightning("iterable")
+        print(f"val loss {measured.val_loss:.3f}, {1e3 * per_epoch(measured.ends)[0]:.3f} ms/epoch")
         return
 
     import dlbasics

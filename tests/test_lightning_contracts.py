@@ -66,6 +66,55 @@ def test_an_ordinary_lightning_module_learns_on_dlbasics_data(data, inputs, clas
     assert trainer.callback_metrics["val_acc"] > lowest
 
 
+class OrderWatcher(PlainClassifier):
+    """PlainClassifier, keeping the labels of each epoch's batches in the order served."""
+
+    def __init__(self, inputs: int, classes: int) -> None:
+        super().__init__(inputs, classes)
+        self.orders: dict[int, torch.Tensor] = {}
+
+    def training_step(self, batch, batch_idx):
+        seen = self.orders.get(self.current_epoch, torch.empty(0, dtype=torch.long))
+        self.orders[self.current_epoch] = torch.cat([seen, batch[1]])
+        return super().training_step(batch, batch_idx)
+
+
+class SaveAtEpochEnd(pl.Callback):
+    """Writes a checkpoint inside an epoch's end hooks, as a periodic checkpoint does."""
+
+    def __init__(self, path, epoch: int) -> None:
+        self.path, self.epoch = path, epoch
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            trainer.save_checkpoint(self.path)
+
+
+def test_an_ordinary_module_gets_a_new_order_every_epoch_and_the_same_after_resume(tmp_path):
+    def fit(epochs: int, ckpt_path=None, callbacks=()) -> dict[int, torch.Tensor]:
+        pl.seed_everything(0, verbose=False)
+        datamodule = instantiate(compose_config("data=moons").data)
+        module = OrderWatcher(2, 2)
+        trainer = quiet_trainer(max_epochs=epochs, callbacks=list(callbacks))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        if ckpt_path is None and not callbacks:
+            trainer.save_checkpoint(tmp_path / "end.ckpt")
+        return module.orders
+
+    whole = fit(4)
+    assert sorted(whole) == [0, 1, 2, 3]
+    assert all(sorted(order.tolist()) == sorted(whole[0].tolist()) for order in whole.values())
+    for a, b in zip(whole.values(), list(whole.values())[1:], strict=False):
+        assert not torch.equal(a, b)  # reshuffled every epoch
+    fit(2)  # written when fit ends: end.ckpt
+    fit(2, callbacks=[SaveAtEpochEnd(tmp_path / "in_epoch_end.ckpt", epoch=1)])
+    for checkpoint in ("end.ckpt", "in_epoch_end.ckpt"):
+        resumed = fit(4, ckpt_path=tmp_path / checkpoint)
+        assert sorted(resumed) == [2, 3], checkpoint
+        for epoch in (2, 3):  # the batches an uninterrupted run saw
+            assert torch.equal(resumed[epoch], whole[epoch]), (checkpoint, epoch)
+
+
 class CountSteps(pl.Callback):
     """Counts each per-step hook, and the rows of the batches it is shown."""
 
@@ -208,7 +257,7 @@ def test_the_readmes_own_lightning_module_runs_as_written(tmp_path):
 
 def test_a_subclass_of_a_chunk_safe_callback_is_judged_by_its_own_hooks():
     from dlbasics.training.callbacks import GracefulStop
-    from dlbasics.training.module import listens_per_step
+    from dlbasics.training.fast_path import listens_per_step
 
     class Watching(GracefulStop):
         def on_after_backward(self, trainer, pl_module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,6 +122,149 @@ def test_a_signal_stops_at_an_epoch_end_with_a_checkpoint_and_resume_command(fit
     steps = [point.step for point in events.Scalars("train/loss")]
     assert steps == list(range(1, epochs_done + 3))  # epochs trained, in the same folder
     assert [path.name for path in (run_dir / "tb").iterdir()] == [tensorboard_run.name]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_signal_stops_at_once_with_a_checkpoint(tmp_path, signum):
+    long_epochs = ("data.n_samples=200000", "callbacks.graceful_stop.grace_seconds=600")
+    process = start_training(
+        tmp_path, "model=mlp", "data=moons", *long_epochs, "trainer.max_epochs=100000"
+    )
+    run_dir = wait_for_training(tmp_path)
+    sent = time.monotonic()
+    process.send_signal(signum)
+    time.sleep(0.5)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=60)
+    assert time.monotonic() - sent < 20, output[-3000:]  # not at the epoch's end
+    assert process.returncode == 128 + signum.value, output[-3000:]
+    assert "Traceback" not in output
+    assert f"Stopped at once by {signum.name} after 0 whole epochs" in output, output[-3000:]
+    assert f"python -m dlbasics.train resume={run_dir}" in output
+    assert not torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)[
+        "dlbasics_finished"
+    ]
+
+
+# -- GracefulStop on Lightning's own signal handling, in this process -----------------------
+
+
+class Regression(pl.LightningModule):
+    """Plain Lightning: 8 batches an epoch, one hook per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(1, 1)
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        return (self.net(x) - 2 * x).pow(2).mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+class SignalAt(pl.Callback):
+    """Sends this process a signal at the end of chosen batches; notes every batch run."""
+
+    def __init__(self, at: dict[tuple[int, int], signal.Signals]) -> None:
+        self.at = at  # (epoch, batch) -> signal
+        self.batches: list[tuple[int, int]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches.append((trainer.current_epoch, batch_idx))
+        if (trainer.current_epoch, batch_idx) in self.at:
+            os.kill(os.getpid(), self.at[trainer.current_epoch, batch_idx])
+
+
+@pytest.fixture
+def handlers_before():
+    """A SIGTERM handler of the test's own (a SIGTERM nothing handles would end pytest);
+    it notes the signals that reach it. Yields the SIGINT and SIGTERM handlers before fit."""
+    reached: list[int] = []
+
+    def note(signum, frame) -> None:
+        reached.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, note)
+    yield {"reached": reached, signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: note}
+    signal.signal(signal.SIGTERM, previous)
+
+
+def fit_stopped(*callbacks: pl.Callback) -> tuple[pl.Trainer, BaseException | None]:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dlbasics.training.builders import quiet_lightning
+
+    quiet_lightning()
+    trainer = pl.Trainer(
+        max_epochs=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+    )
+    rows = DataLoader(TensorDataset(torch.linspace(-1, 1, 16)[:, None]), batch_size=2)
+    try:
+        trainer.fit(Regression(), rows)
+    except SystemExit as stopped:  # how Lightning ends a fit that a signal stopped at once
+        return trainer, stopped
+    return trainer, None
+
+
+def test_a_first_sigterm_stops_at_the_epochs_end_before_lightning_cuts_it(handlers_before):
+    from dlbasics.training.callbacks import GracefulStop
+
+    stop, signals = GracefulStop(grace_seconds=600), SignalAt({(1, 2): signal.SIGTERM})
+    trainer, stopped = fit_stopped(stop, signals)
+    assert stopped is None and trainer.current_epoch == 2  # epochs 0 and 1, whole
+    assert signals.batches[-1] == (1, 7)
+    assert stop.stopped and stop.received == signal.SIGTERM and stop.again is None
+    # Lightning's handler, which would have stopped after batch 2, was not told yet.
+    assert not trainer.received_sigterm and handlers_before["reached"] == []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        assert signal.getsignal(signum) is handlers_before[signum]
+
+
+def test_a_second_sigterm_goes_to_lightnings_handler(handlers_before):
+    from dlbasics.training.callbacks import GracefulStop
+
+    stop = GracefulStop(grace_seconds=600)
+    signals = SignalAt({(1, 2): signal.SIGTERM, (1, 4): signal.SIGTERM})
+    trainer, stopped = fit_stopped(stop, signals)
+    # Lightning's SIGTERM handling, kept: the flag, its stop after the current batch, and
+    # the handler that was there before it (the test's) called in turn.
+    assert trainer.received_sigterm and trainer.interrupted
+    assert isinstance(stopped, SystemExit) and signals.batches[-1] == (1, 4)
+    assert stop.again == signal.SIGTERM and handlers_before["reached"] == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is handlers_before[signal.SIGTERM]
+
+
+def test_a_second_sigint_is_a_keyboard_interrupt_that_lightning_shuts_down_from(handlers_before):
+    from dlbasics.training.callbacks import GracefulStop
+
+    stop = GracefulStop(grace_seconds=600)
+    signals = SignalAt({(1, 2): signal.SIGINT, (1, 4): signal.SIGINT})
+    trainer, stopped = fit_stopped(stop, signals)
+    assert isinstance(stopped, SystemExit) and isinstance(stopped.__context__, KeyboardInterrupt)
+    assert trainer.interrupted and not trainer.received_sigterm
+    assert signals.batches[-1] == (1, 4) and stop.again == signal.SIGINT
+    # Lightning ignores SIGINT while it shuts down; what was there before is back after.
+    assert signal.getsignal(signal.SIGINT) is handlers_before[signal.SIGINT]
+
+
+def test_a_long_epoch_is_cut_short_after_the_grace(handlers_before):
+    from dlbasics.training.callbacks import GracefulStop
+
+    class Slow(pl.Callback):
+        def on_train_batch_end(self, *args) -> None:
+            time.sleep(0.05)
+
+    stop, signals = GracefulStop(grace_seconds=0.1), SignalAt({(1, 1): signal.SIGINT})
+    trainer, stopped = fit_stopped(stop, Slow(), signals)
+    assert stopped is None and stop.stopped and stop.received == signal.SIGINT
+    assert (1, 7) not in signals.batches and (2, 0) not in signals.batches
 
 
 def test_ckpt_path_starts_a_new_run_from_a_given_checkpoint(fit, tmp_path):

@@ -267,6 +267,16 @@ def test_train_log_has_the_overrides_the_final_metrics_and_lightnings_lines(pipe
 
 
 @pytest.mark.slow
+def test_lightnings_notes_are_kept_in_the_log_file_off_the_console(piped_run):
+    output, run_dir = piped_run
+    log = (run_dir / "train.log").read_text()
+    # Lightning's rank_zero_info: the devices, a tip about its cloud logger, why fit stopped.
+    for note in ("GPU available", "TPU available", "💡 Tip", "`Trainer.fit` stopped"):
+        assert note not in output, output[-3000:]
+    assert "GPU available: " in log and "`Trainer.fit` stopped: `max_epochs=30` reached" in log
+
+
+@pytest.mark.slow
 def test_output_that_is_not_a_terminal_has_whole_lines(piped_run):
     output, run_dir = piped_run
     assert "…" not in output

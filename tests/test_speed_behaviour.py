@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from dlbasics.training.batches import ShuffledChunks, epoch_permutation
+from dlbasics.training.batches import Chunk, ShuffledBatches, ShuffledChunks, epoch_permutation
 from dlbasics.training.module import SupervisedModule
 
 
@@ -36,59 +36,96 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
         first, epoch_permutation(50, seed=3, epoch=5, device=torch.device("cpu"))
     )
     loader = ShuffledChunks(torch.zeros(50, 1), torch.arange(50), 50, 1, seed=3)
-    loader.set_epoch(4)  # what Lightning calls at the start of every epoch
+    loader.set_epoch(4)  # without a trainer (lr_find's range test)
     assert torch.equal(next(iter(loader))[0][1], first)
 
 
+def test_the_epoch_is_read_when_the_first_batch_is_taken():
+    """What the datamodule hands its loaders: the trainer's current_epoch, read when the
+    epoch's first batch is taken, not when Lightning creates the iterator (on resume it
+    creates the first epoch's before settling which epoch that is)."""
+    epoch = {"now": 0}
+    loader = ShuffledBatches(torch.zeros(50, 1), torch.arange(50), 50, seed=3,
+                             epoch_of=lambda: epoch["now"])  # fmt: skip
+    batches = iter(loader)
+    epoch["now"] = 4
+    ((_, y),) = list(batches)
+    assert torch.equal(y, epoch_permutation(50, seed=3, epoch=4, device=torch.device("cpu")))
+    loader.set_epoch(1)  # epoch_of has the say
+    ((_, again),) = list(loader)
+    assert torch.equal(again, y)
+
+
+class WatchedSteps:
+    """Wraps ``SupervisedModule.training_step``: counts the Lightning steps (a chunk's
+    minibatches run through training_step again, inside it) and tensor reads (.item(),
+    float(), .cpu(), ...) made inside it outside torch itself (the optimizer's own
+    bookkeeping is torch's)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.reads = self.steps = self.depth = 0
+        original_step = SupervisedModule.training_step
+        watch = self
+
+        def watched_step(self, batch, index):
+            watch.steps += watch.depth == 0
+            watch.depth += 1
+            try:
+                return original_step(self, batch, index)
+            finally:
+                watch.depth -= 1
+
+        def counting(method):
+            def wrapper(tensor, *args, **kwargs):
+                caller = sys._getframe(1).f_code.co_filename
+                if watch.depth and f"{os.sep}torch{os.sep}" not in caller:
+                    watch.reads += 1
+                return method(tensor, *args, **kwargs)
+
+            return wrapper
+
+        monkeypatch.setattr(SupervisedModule, "training_step", watched_step)
+        for name in ("item", "__float__", "tolist", "cpu", "numpy"):
+            monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+
+
 def count_device_reads(run_training, monkeypatch) -> tuple[int, int]:
-    """Train briefly; count tensor reads (.item(), float(), .cpu(), ...) made inside
-    training_step outside torch itself (the optimizer's own bookkeeping is torch's)."""
-    counts = {"reads": 0, "chunks": 0}
-    inside = {"flag": False}
-    original_step = SupervisedModule.training_step
-
-    def watched_step(self, chunk, index):
-        inside["flag"] = True
-        counts["chunks"] += 1
-        try:
-            return original_step(self, chunk, index)
-        finally:
-            inside["flag"] = False
-
-    def counting(method):
-        def wrapper(tensor, *args, **kwargs):
-            caller = sys._getframe(1).f_code.co_filename
-            if inside["flag"] and f"{os.sep}torch{os.sep}" not in caller:
-                counts["reads"] += 1
-            return method(tensor, *args, **kwargs)
-
-        return wrapper
-
-    monkeypatch.setattr(SupervisedModule, "training_step", watched_step)
-    for name in ("item", "__float__", "tolist", "cpu", "numpy"):
-        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+    """Train briefly; the tensor reads made inside training_step, and the Lightning steps."""
+    watch = WatchedSteps(monkeypatch)
     run_training("model=mlp", "data=moons", "data.batch_size=16", "trainer.max_epochs=2")
-    return counts["reads"], counts["chunks"]
+    return watch.reads, watch.steps
 
 
 def test_training_steps_never_read_the_device(run_training, monkeypatch):
-    """No step waits for the device: losses are summed there and read once per epoch."""
-    monkeypatch.setattr(SupervisedModule, "log", lambda *a, **k: pytest.fail("self.log per step"))
-    reads, chunks = count_device_reads(run_training, monkeypatch)
-    assert chunks > 0 and reads == 0
+    """No step waits for the device: losses are summed there and read once per epoch, and
+    logged with self.log once per epoch, never inside a step."""
+    watch = WatchedSteps(monkeypatch)
+    original_log = SupervisedModule.log
+    logged = []
+
+    def log_outside_steps(self, name, *args, **kwargs):
+        if watch.depth:
+            pytest.fail(f"self.log({name!r}) inside training_step")
+        logged.append(name)
+        return original_log(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(SupervisedModule, "log", log_outside_steps)
+    run_training("model=mlp", "data=moons", "data.batch_size=16", "trainer.max_epochs=2")
+    assert watch.steps > 0 and watch.reads == 0
+    assert logged.count("train/loss") == 2  # once per epoch
 
 
 def test_the_device_read_check_catches_a_read_per_step(run_training, monkeypatch):
     original = SupervisedModule.training_step
 
-    def reading_step(self, chunk, index):
-        original(self, chunk, index)
-        for loss in self._step_losses[-len(chunk) :]:
-            loss.item()  # what a naive loop does to print the loss
+    def reading_step(self, batch, index):
+        original(self, batch, index)
+        if not isinstance(batch, Chunk):  # each minibatch, of a chunk or not
+            self._step_losses[-1].item()  # what a naive loop does to print the loss
 
     monkeypatch.setattr(SupervisedModule, "training_step", reading_step)
-    reads, chunks = count_device_reads(run_training, monkeypatch)
-    assert reads > chunks > 0  # several minibatches per chunk, one read each
+    reads, steps = count_device_reads(run_training, monkeypatch)
+    assert reads > steps > 0  # several minibatches per chunk, one read each
 
 
 def test_global_step_counts_every_minibatch(run_training, tmp_path):

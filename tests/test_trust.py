@@ -116,8 +116,9 @@ def test_a_forced_run_directory_that_holds_a_run_is_refused(fit, tmp_path):
     [
         (
             ["optimizer=sgd", "optimizer.momentum=-1"],
-            "optimizer: torch.optim.SGD refused its config: Invalid momentum value: -1 "
-            "(check optimizer.momentum=-1)",
+            # optimizer.momentum is a float in the schema: -1 arrives as -1.0
+            "optimizer: torch.optim.SGD refused its config: Invalid momentum value: -1.0 "
+            "(check optimizer.momentum=-1.0)",
         ),
         (["model.hidden_sizes=[100000000]"], "would need about"),
     ],
@@ -154,17 +155,18 @@ def test_ctrl_c_while_starting_leaves_nothing_behind(tmp_path, seconds):
     assert runs_in(tmp_path) == []
 
 
-def test_ctrl_c_while_hydra_saves_the_runs_config_leaves_nothing_behind(tmp_path):
-    # The moment a timed Ctrl-C sometimes hits: Hydra has made the run directory and saved
-    # config.yaml, and forgets its own config as the interrupt passes through it.
+@pytest.mark.parametrize("step", ["configure_log", "_save_config"])
+def test_ctrl_c_while_hydra_makes_the_run_directory_leaves_nothing_behind(tmp_path, step):
+    # The moments a timed Ctrl-C sometimes hits: Hydra has made the run directory and is
+    # setting up its log, or has saved config.yaml; the signal itself, sent from there.
     script = (
-        "import sys, hydra.core.utils as utils\n"
-        "save = utils._save_config\n"
-        "def interrupted(cfg, filename, output_dir):\n"
-        "    save(cfg, filename, output_dir)\n"
-        "    raise KeyboardInterrupt\n"
-        "utils._save_config = interrupted\n"
-        "from dlbasics.train import main\n"
+        "import os, signal, sys, hydra.core.utils as utils\n"
+        f"original = utils.{step}\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    original(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        f"utils.{step} = interrupted\n"
+        "from dlbasics.cli.train import main\n"
         "sys.argv = ['dlbasics.train', 'trainer.max_epochs=1']\n"
         "main()\n"
     )
@@ -172,6 +174,7 @@ def test_ctrl_c_while_hydra_saves_the_runs_config_leaves_nothing_behind(tmp_path
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == 130, done.stderr[-2000:]
     assert "interrupted before training started" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
     assert (tmp_path / "outputs").is_dir()  # Hydra had made the run directory
     assert runs_in(tmp_path) == []
 
@@ -315,7 +318,7 @@ def test_a_standardised_target_reports_metrics_in_its_own_units(run_training, tm
 
     cfg, metrics = run_training(
         "model=linreg", "data=linear", "data.bias=5000", "data.noise=100", "data.n_samples=400",
-        "+data.standardize_target=true", "optimizer=sgd", "optimizer.lr=0.1",
+        "data.standardize_target=true", "optimizer=sgd", "optimizer.lr=0.1",
         "trainer.max_epochs=30", "logger=none",
     )  # fmt: skip
     # Noise of standard deviation 100: a good fit's mean absolute error is about 80 units

@@ -37,6 +37,10 @@ def _hydra_app(cfg: DictConfig) -> dict | None:
     helper = is_helper_process()  # another rank of a DDP run: the first process owns run_dir
     if helper:
         _quiet_helper()
+    if _CTRL_C["held"]:  # from here on a Ctrl-C interrupts at once
+        _CTRL_C["held"] = False
+        if _CTRL_C["seen"]:  # while Hydra made this run's directory: it goes
+            _interrupted_while_starting(run_dir, helper, in_sweep)
     try:
         return job(cfg)
     except KeyboardInterrupt:
@@ -64,17 +68,24 @@ def _interrupted_while_starting(run_dir: Path, helper: bool, in_sweep: bool) -> 
     _exit_interrupted("interrupted before training started; nothing was kept")
 
 
-# Set by the first Ctrl-C. C code can swallow a KeyboardInterrupt: torch hands a Ctrl-C that
-# arrives while it loads numpy's C module to numpy, carries on without it, and the next
-# `import numpy` fails with "cannot load module more than once per process". Whatever error
-# follows a Ctrl-C before training is then reported as the interruption it is. (A plain
-# dict: launchers that pickle the job function by value, submitit and joblib, take it along.)
-_CTRL_C = {"seen": False}
+# The command line's Ctrl-C (SIGINT) before training starts (training has its own, see
+# dlbasics.training.callbacks.GracefulStop). "held": while Hydra composes the config of a
+# single run and makes its directory (config files, log), a Ctrl-C is only noted, and the
+# job, as it begins, removes what Hydra made (its config names the directory) and exits
+# 130; interrupted there, Hydra would forget which directory it was making. Elsewhere a
+# Ctrl-C raises KeyboardInterrupt at once. "seen": C code can swallow a KeyboardInterrupt:
+# torch hands a Ctrl-C that arrives while it loads numpy's C module to numpy, carries on
+# without it, and the next `import numpy` fails with "cannot load module more than once per
+# process". Whatever error follows a Ctrl-C before training is then reported as the
+# interruption it is. (A plain dict: launchers that pickle the job function by value,
+# submitit and joblib, take it along.)
+_CTRL_C = {"seen": False, "held": False}
 
 
-def _remember_ctrl_c(signum, frame) -> None:
+def _on_ctrl_c(signum, frame) -> None:
     _CTRL_C["seen"] = True
-    raise KeyboardInterrupt
+    if not _CTRL_C["held"]:
+        raise KeyboardInterrupt
 
 
 def main() -> None:
@@ -82,8 +93,9 @@ def main() -> None:
     arguments = sys.argv[1:]
     plain_when_captured()  # a pipe, a file, a notebook's `!python -m ...`: no ANSI codes
     resume = [a for a in arguments if a.startswith("resume=")]
+    multirun = bool({"-m", "--multirun"} & set(arguments))
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _remember_ctrl_c)  # Python's own, plus a note
+        signal.signal(signal.SIGINT, _on_ctrl_c)  # Python's own, plus a note
     try:
         if resume:
             from dlbasics.training.resume import resume_run
@@ -94,19 +106,23 @@ def main() -> None:
         command_line = _overrides_to_check(arguments)
         # Another rank of a DDP run, started with the same command line: checked already.
         if command_line is not None and not is_helper_process():
-            check_command_line(*command_line, multirun=bool({"-m", "--multirun"} & set(arguments)))
-        _hydra_app()
+            check_command_line(*command_line, multirun=multirun)
+        _CTRL_C["held"] = command_line is not None and not multirun  # a single run
+        try:
+            _hydra_app()
+        finally:
+            if _CTRL_C["held"] and _CTRL_C["seen"]:  # Hydra ended before the job began
+                _exit_interrupted("interrupted before training started")
+            _CTRL_C["held"] = False
     except DlbasicsError as error:
         _fail(error)
     except KeyboardInterrupt as interrupt:
-        # Ctrl-C while checking or while Hydra starts a job, outside any job: a job that
-        # claimed its run directory cleans up itself, and training stops gracefully.
-        # A search says itself what was kept; so does a multirun whose jobs run elsewhere.
-        if not resume and not {"-m", "--multirun"} & set(arguments):
-            _discard_half_made_run()
+        # Ctrl-C while checking (nothing is written yet), or in a multirun outside its
+        # jobs: a job cleans up after itself, and training stops gracefully. A search says
+        # itself what was kept; so does a multirun whose jobs run elsewhere.
         if str(interrupt):
             _exit_interrupted(str(interrupt))
-        if {"-m", "--multirun"} & set(arguments):
+        if multirun:
             _exit_interrupted(
                 "interrupted; the sweep's finished jobs keep their run directories "
                 "(python -m dlbasics.sweeps <sweep dir> summarises them)"
@@ -163,20 +179,6 @@ def _exit_interrupted(message: str) -> None:
         sys.stderr.flush()
         logging.shutdown()  # the message reaches train.log too
         os._exit(130)
-
-
-def _discard_half_made_run() -> None:
-    """Ctrl-C while Hydra was making a single run's directory (config files, log), before
-    the job itself began: remove what it wrote, as the job would have. Hydra has forgotten
-    its config by now; the directories it named in this process are remembered
-    (:data:`dlbasics.config.tree.NAMED_RUN_DIRS`)."""
-    from dlbasics.config.rundir import discard_unfinished
-    from dlbasics.config.tree import NAMED_RUN_DIRS
-
-    if is_helper_process():
-        return
-    for directory in NAMED_RUN_DIRS:
-        discard_unfinished(directory, "interrupted", in_sweep=False)
 
 
 def _quiet_helper() -> None:

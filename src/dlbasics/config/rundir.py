@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from dlbasics.errors import ConfigError
@@ -52,19 +51,35 @@ def link_job_log(directory: Path) -> None:
     """In a job sent by Hydra's submitit launcher (SLURM, or ``submitit_local``), link the
     job's own stdout and stderr files, which submitit keeps under the sweep's ``.submitit/``
     folder by job id, into the run directory as ``job.out`` and ``job.err``."""
-    submitit = sys.modules.get("submitit")
-    if submitit is None:
-        # Not a submitit job (its runner imports it). Importing it here would be harmful:
-        # on import it reconfigures logging, which closes Hydra's handlers of this run.
+    # submitit's own test for one of its jobs (JobEnvironment.activated): its executors
+    # export SUBMITIT_EXECUTOR (slurm, local) into the job's environment.
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
         return
     try:
-        paths = submitit.JobEnvironment().paths
-    except Exception:  # not one of its jobs
+        paths = _submitit().JobEnvironment().paths
+    except Exception:  # not one of its jobs after all (the variable came from elsewhere)
         return
     for name, target in (("job.out", paths.stdout), ("job.err", paths.stderr)):
         link = directory / name
         if not link.exists() and not link.is_symlink():
             link.symlink_to(Path(target).resolve())
+
+
+def _submitit():
+    """The submitit module. Its job runner has imported it already; where it has not (a
+    process that inherited a job's environment), importing it must not reconfigure
+    logging, as it does by default (it would close Hydra's handlers of this run):
+    ``SUBMITIT_LOG_LEVEL=NOCONFIG``, submitit's own switch, is set while it is imported."""
+    if "SUBMITIT_LOG_LEVEL" in os.environ:
+        import submitit
+
+        return submitit
+    os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+    try:
+        import submitit
+    finally:
+        del os.environ["SUBMITIT_LOG_LEVEL"]
+    return submitit
 
 
 def holds_run(directory: Path) -> bool:

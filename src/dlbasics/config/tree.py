@@ -26,11 +26,6 @@ def _find(name: str) -> Path:
 
 CONFIG_DIR = _find("conf")
 
-# Each run directory Hydra named in this process (``hydra.run.dir``), newest last. A Ctrl-C
-# while Hydra is still making one (saving its config, before the job starts) leaves it to
-# ``dlbasics.cli.train.main`` to remove: Hydra forgets its own config as the interrupt passes.
-NAMED_RUN_DIRS: list[Path] = []
-
 
 def _stamped(parent: str) -> str:
     """``<parent>/<date>_<time>_<process id>`` (see conf/hydra/default.yaml): processes alive
@@ -38,18 +33,15 @@ def _stamped(parent: str) -> str:
     return f"{parent}/{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}_{os.getpid()}"
 
 
-def _run_dir(parent: str) -> str:
-    """A run's directory, :func:`_stamped` and remembered in :data:`NAMED_RUN_DIRS`."""
-    path = _stamped(parent)
-    NAMED_RUN_DIRS.append(Path(path))
-    return path
-
-
-# Cached like Hydra's own ${now:}: each reading of a config's directory gives the same name.
+# Cached like Hydra's own ${now:}, and for the same reason: each reading of a config's
+# directory gives the same name, and every job of a multirun, in a launcher's worker process
+# too, gets its sweep's (Hydra copies the master config's resolver cache into each job's
+# config, OmegaConf.copy_cache). No side effect: whoever needs a run's directory reads it
+# from the composed config (``paths.output_dir``).
+if not OmegaConf.has_resolver("dlbasics_run_dir"):
+    OmegaConf.register_new_resolver("dlbasics_run_dir", _stamped, use_cache=True)
 if not OmegaConf.has_resolver("dlbasics_sweep_dir"):
     OmegaConf.register_new_resolver("dlbasics_sweep_dir", _stamped, use_cache=True)
-if not OmegaConf.has_resolver("dlbasics_run_dir"):
-    OmegaConf.register_new_resolver("dlbasics_run_dir", _run_dir, use_cache=True)
 
 
 # -- what a run was started with, and a name that says it -------------------------------

@@ -6,20 +6,30 @@ already sits in memory, slicing one permutation per epoch is several times faste
 * :class:`ShuffledBatches` is what any LightningModule gets: plain ``(x, y)`` minibatches,
   reshuffled every epoch and, under DDP, split into one shard per process, as Lightning's
   ``DistributedSampler`` would.
-* :class:`ShuffledChunks` groups several minibatches into one Lightning step (a *chunk*),
-  so Lightning's fixed cost per step is paid once per chunk; only
+* :class:`ShuffledChunks` groups several minibatches into one Lightning step (a
+  :class:`Chunk`), so Lightning's fixed cost per step is paid once per chunk; only
   :class:`dlbasics.training.module.SupervisedModule` asks for it, and only while no callback
-  listens to per-step hooks (it still takes one optimizer step per minibatch).
+  listens to per-step hooks (it still takes one optimizer step per minibatch, see
+  :mod:`dlbasics.training.fast_path`).
+
+The epoch whose order an iteration serves is read when its first batch is taken: from
+``epoch_of`` (the datamodule passes its trainer's ``current_epoch``, so any LightningModule
+gets a new order every epoch, and a resumed run the order of the epoch it resumes at), or
+else from the last :meth:`ShuffledBatches.set_epoch`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Chunk(list):
+    """Several ``(x, y)`` minibatches served as one Lightning step (the fast path)."""
 
 
 def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
@@ -61,6 +71,7 @@ class ShuffledBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        epoch_of: Callable[[], int] | None = None,
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
@@ -68,12 +79,10 @@ class ShuffledBatches:
         self.seed = seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
-        # Lightning calls ``loader.sampler.set_epoch(epoch)`` at the start of every epoch
-        # (also after a resume); acting as our own sampler hooks into that.
-        self.sampler = self
+        self.epoch_of = epoch_of
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose permutation the next iteration uses."""
+        """Choose the epoch whose permutation the next iteration uses (without ``epoch_of``)."""
         self.epoch = epoch
 
     @property
@@ -96,14 +105,19 @@ class ShuffledBatches:
         return shard(order, self.rank, self.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
+        # A generator: nothing runs until the first batch is taken. Lightning creates the
+        # iterator of a resumed run's first epoch before it has settled which epoch that is;
+        # by the first batch ``trainer.current_epoch`` is the epoch being trained.
+        if self.epoch_of is not None:
+            self.epoch = self.epoch_of()
         order = self.order()
         x, y = (self.x, self.y) if order is None else (self.x[order], self.y[order])
-        return zip(x.split(self.batch_size), y.split(self.batch_size), strict=True)
+        yield from zip(x.split(self.batch_size), y.split(self.batch_size), strict=True)
 
 
 class ShuffledChunks(ShuffledBatches):
     """Training batches for :class:`~dlbasics.training.module.SupervisedModule`'s fast path: each
-    item is a list of ``steps_per_chunk`` ``(x, y)`` minibatches (a chunk), cut from the
+    item is a :class:`Chunk` of ``steps_per_chunk`` ``(x, y)`` minibatches, cut from the
     same permutation as :class:`ShuffledBatches` (one process only)."""
 
     def __init__(
@@ -114,8 +128,9 @@ class ShuffledChunks(ShuffledBatches):
         steps_per_chunk: int,
         shuffle: bool = True,
         seed: int = 0,
+        epoch_of: Callable[[], int] | None = None,
     ) -> None:
-        super().__init__(x, y, batch_size, shuffle, seed)
+        super().__init__(x, y, batch_size, shuffle, seed, epoch_of=epoch_of)
         self.steps_per_chunk = steps_per_chunk
 
     @property
@@ -126,10 +141,10 @@ class ShuffledChunks(ShuffledBatches):
     def __len__(self) -> int:
         return math.ceil(self.steps_per_epoch / self.steps_per_chunk)
 
-    def __iter__(self) -> Iterator[list[Batch]]:
+    def __iter__(self) -> Iterator[Chunk]:
         minibatches = list(super().__iter__())
         for start in range(0, len(minibatches), self.steps_per_chunk):
-            yield minibatches[start : start + self.steps_per_chunk]
+            yield Chunk(minibatches[start : start + self.steps_per_chunk])
 
 
 class OrderedBatches:

@@ -24,23 +24,44 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlbasics.errors import ConfigError, DlbasicsError
 from dlbasics.training.loggers import TensorBoardLogger
-
-# Lightning messages that no dlbasics user can act on.
-_NOT_ACTIONABLE = ("💡 Tip", "TPU available", "HPU available")
+from dlbasics.training.report import FILE_ONLY
 
 
 def quiet_lightning() -> None:
-    """Route Lightning's messages through Hydra's logging once, minus hints that do not apply.
+    """Route Lightning's messages through Hydra's logging once; its notes go to the log file.
 
     Lightning adds its own console handler on import; Hydra's handlers already print the
-    same records and write them to the run's log file.
+    same records and write them to the run's log file. Lightning's notes (its
+    ``rank_zero_info``, all from one logger) say which accelerators exist, suggest
+    installing its cloud logger, name the checkpoint ``trainer.test`` loads and why fit
+    stopped; no Trainer argument turns them off. The config tree, the progress bar and the
+    closing table say on the console what applies to a dlbasics run, so the notes are kept
+    for ``train.log`` only (:class:`LightningNotesToFile`). Lightning's warnings, which can
+    be acted on, are Python warnings and still show.
     """
     logging.getLogger("lightning").handlers.clear()
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: not record.getMessage().startswith(_NOT_ACTIONABLE)
+    notes = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, LightningNotesToFile) for f in notes.filters):
+        notes.addFilter(LightningNotesToFile())
+    # The one warning matched by its text: torch (2.13 here) deprecates its LeafSpec class,
+    # which Lightning 2.6's own pytree helper still builds: "`isinstance(treespec, LeafSpec)`
+    # is deprecated, use ...". A FutureWarning from torch's module about Lightning's code:
+    # nothing for a dlbasics user to change, and torch's other FutureWarnings still show.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
     )
-    # Raised inside Lightning by newer torch releases; nothing to change on our side.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+class LightningNotesToFile(logging.Filter):
+    """Marks the records below WARNING of the logger it is added to for the run's log file
+    only (:data:`dlbasics.training.report.FILE_ONLY`, which the console's handler leaves out)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            record.__dict__.update(FILE_ONLY)
+        return True
 
 
 @contextlib.contextmanager

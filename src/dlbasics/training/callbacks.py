@@ -306,12 +306,33 @@ class EpochProgressBar(ProgressBar):
 
 
 class GracefulStop(Callback):
-    """Ctrl-C or SIGTERM ends training at the next epoch boundary, with a checkpoint.
+    """Ctrl-C or SIGTERM ends training at the next epoch's end, with a checkpoint.
 
     Stopping between epochs makes the resumed run exact: every epoch's batch order depends
     only on the seed and the epoch number. An epoch still running after ``grace_seconds``
-    is cut short at the next chunk of batches instead. A second signal stops at once
-    (Lightning's own interrupt handling; the checkpoint callback still writes last.ckpt).
+    is cut short at the next chunk of batches instead (one process only). A second signal
+    stops at once.
+
+    It builds on Lightning's own signal handling. When fit starts, Lightning's signal
+    connector installs a SIGTERM handler that sets ``trainer.received_sigterm`` and passes
+    the signal on (to the processes its launcher started, and under DDP to the other
+    ranks); Lightning then stops after the current batch with ``SIGTERMException``, which in
+    the middle of an epoch a resumed run could not repeat exactly. For SIGINT Lightning
+    installs nothing: a KeyboardInterrupt ends ``trainer.fit`` through its graceful shutdown
+    (``on_exception``, then ``SystemExit(1)``). So, while training runs:
+
+    * the first SIGINT or SIGTERM is noted by a handler put in front of the one found
+      there (Lightning's, for SIGTERM), and the run stops at the epoch's end through
+      ``trainer.should_stop``, as :class:`~lightning.pytorch.callbacks.EarlyStopping` stops
+      it; under DDP the processes decide together, so a signal to any of them stops all at
+      the same epoch;
+    * a second signal goes to the handler found there: Lightning's for SIGTERM (Lightning
+      stops after the current batch), the process's own for SIGINT (Python's, or a notebook
+      kernel's: a KeyboardInterrupt, which Lightning shuts down from);
+    * the handlers found are put back when training ends or fails.
+
+    :func:`dlbasics.training.train.train` turns either stop into a
+    :class:`~dlbasics.errors.RunInterrupted` (exit 128 + the signal's number).
     """
 
     # Its batch hook only watches the clock: a chunk of minibatches is as good a tick.
@@ -319,28 +340,39 @@ class GracefulStop(Callback):
 
     def __init__(self, grace_seconds: float = 3.0) -> None:
         self.grace_seconds = grace_seconds
-        self.received: signal.Signals | None = None
+        self.received: signal.Signals | None = None  # the first signal to this process
+        self.again: signal.Signals | None = None  # a second one: handed on, training stops now
         self.stopped = False  # training was stopped by a signal (to this or another process)
         self._received_at = 0.0
-        self._previous: dict[signal.Signals, Any] = {}
+        self._previous: dict[signal.Signals, Any] = {}  # the handlers found, put back after
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.received = self.again = None
+        self.stopped = False
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be installed from the main thread
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        if self.received is not None:  # second signal: stop now
-            self._restore()
+        signum = signal.Signals(signum)
+        if self.received is None:
+            self.received, self._received_at = signum, time.monotonic()
+            log.warning(
+                "%s received: stopping after this epoch and saving a checkpoint "
+                "(send it again to stop at once).",
+                signum.name,
+            )
+            return
+        # A second signal: the handler found there stops training now.
+        self.again = signum
+        previous = self._previous.get(signum)
+        self._restore()
+        log.warning("%s again: stopping now.", signum.name)
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL or SIG_IGN: stop as Python's own SIGINT handler would
             raise KeyboardInterrupt
-        self.received = signal.Signals(signum)
-        self._received_at = time.monotonic()
-        log.warning(
-            "%s received: stopping after this epoch and saving a checkpoint "
-            "(send it again to stop at once).",
-            self.received.name,
-        )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.world_size > 1:
@@ -357,11 +389,14 @@ class GracefulStop(Callback):
         self._restore()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._restore()
+        # Only where the handler is still this one's: while Lightning shuts down after a
+        # KeyboardInterrupt it ignores SIGINT, and puts back what it found when it is done.
+        self._restore(only_own=True)
 
-    def _restore(self) -> None:
+    def _restore(self, only_own: bool = False) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            if not only_own or signal.getsignal(signum) == self._on_signal:
+                signal.signal(signum, handler)
         self._previous = {}
 
 

@@ -308,9 +308,8 @@ def range_test(module, datamodule, settings: dict, device=None) -> RangeTest:
         module.to(device).train()
         while stopped is None and len(losses) < len(lrs):
             loader = datamodule.train_dataloader()
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)  # the run's order of this epoch's rows
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)  # the run's order of this epoch's rows
             steps_this_epoch = 0
             for x, y in loader:
                 if len(losses) == len(lrs):
@@ -571,6 +570,8 @@ def _run_test(cfg, settings: dict):
     from dlbasics.training.train import build_module
 
     pl.seed_everything(cfg.seed, verbose=False)  # the run's own initial weights
+    # conf/train.yaml says high; a run saved before the key existed trained with torch's
+    # default, highest, and resumes with it.
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision") or "highest")
     datamodule = build(cfg.data, "data")
     datamodule.setup()

@@ -2,17 +2,16 @@
 
 :class:`SupervisedModule` picks loss and metrics from the task (MSE + MSE/MAE/R² for
 regression, cross-entropy + accuracy/macro F1 for classification), builds the net,
-optimizer and scheduler from their Hydra configs, and logs per epoch, with the number of
-epochs trained as the step: ``train/loss``, the task's metrics on the training steps
-(``train/acc``, or ``train/mse`` and ``train/r2``), ``train/lr``, and the loss and task
-metrics of the ``val/`` and ``test/`` splits.
+optimizer and scheduler from their Hydra configs, and logs per epoch with ``self.log_dict``:
+``train/loss``, the task's metrics on the training steps (``train/acc``, or ``train/mse`` and
+``train/r2``), ``train/lr``, and the loss and task metrics of the ``val/`` and ``test/`` splits.
 
-It optimises manually, one ``LightningOptimizer.step`` per minibatch (so
-``trainer.global_step`` counts optimizer steps). While nothing listens to per-step hooks
-it asks the datamodule for *chunks* of minibatches (:attr:`SupervisedModule.takes_chunks`),
-so Lightning's fixed cost per step is paid once per chunk; otherwise each minibatch is a
-Lightning step with every hook (see :mod:`dlbasics.training.batches`). Losses and the train
-metrics' sums stay on the device and are read once per epoch, so no step waits for it.
+It optimises manually, as in Lightning's manual-optimisation example: one
+``manual_backward`` and one ``LightningOptimizer.step`` per minibatch (so
+``trainer.global_step`` counts optimizer steps). While nothing listens to per-step hooks it
+takes several minibatches per Lightning step (see :mod:`dlbasics.training.fast_path`).
+Losses and the train metrics' sums stay on the device and are read once per epoch, so no
+step waits for it.
 """
 
 from __future__ import annotations
@@ -23,15 +22,13 @@ import lightning.pytorch as pl
 import torch
 import torchmetrics.functional as FM
 from hydra.utils import instantiate
-from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
 from dlbasics.errors import TrainingDiverged
-from dlbasics.training.batches import Batch
+from dlbasics.training.batches import Batch, Chunk
+from dlbasics.training.fast_path import ChunkedTraining
 
 
 def task_metrics(
@@ -58,42 +55,6 @@ def task_metrics(
         "mae": FM.mean_absolute_error(prediction, target),
         "r2": FM.r2_score(prediction, target, multioutput="uniform_average"),
     }
-
-
-# Hooks that run once per optimizer step (or per Lightning batch, which a chunk stretches
-# over many steps). While no callback and no subclass overrides them, nothing can notice
-# the fast path: several optimizer steps per Lightning step, and a plain backward.
-PER_STEP_HOOKS = (
-    "on_train_batch_start",
-    "on_train_batch_end",
-    "on_before_backward",
-    "on_after_backward",
-    "on_before_optimizer_step",
-    "on_before_zero_grad",
-)
-
-
-def listens_per_step(callback: pl.Callback) -> bool:
-    """Whether ``callback`` overrides a per-step hook (dlbasics' own callbacks that only
-    watch the clock or the epoch's progress say ``chunk_safe = True`` in their own class
-    body; a subclass of theirs is judged by its hooks)."""
-    if type(callback).__dict__.get("chunk_safe", False):
-        return False
-    return any(is_overridden(hook, callback, parent=pl.Callback) for hook in PER_STEP_HOOKS)
-
-
-def limits_in_steps(trainer: pl.Trainer) -> bool:
-    """Whether a limit of ``trainer`` counts Lightning steps (``max_steps``, a number or a
-    part of the training batches, validation within an epoch): a chunk would count as one."""
-
-    def whole_epoch(value: int | float | None) -> bool:
-        return value is None or (isinstance(value, float) and value == 1.0)
-
-    return (
-        trainer.max_steps != -1
-        or not whole_epoch(trainer.limit_train_batches)
-        or not whole_epoch(trainer.val_check_interval)
-    )
 
 
 def _to_dict(config: Any) -> Any:
@@ -131,7 +92,7 @@ def _spread(targets: torch.Tensor | None) -> torch.Tensor | None:
     return spread if bool((spread > 0).all()) else None
 
 
-class SupervisedModule(pl.LightningModule):
+class SupervisedModule(ChunkedTraining, pl.LightningModule):
     """Train a net built from ``net`` (a Hydra config) for ``task``.
 
     Args:
@@ -148,6 +109,12 @@ class SupervisedModule(pl.LightningModule):
             feature and class names and the training split's scaling, kept so a checkpoint
             can be used on raw data (:meth:`predict_raw`). With a standardised target, the
             metrics are reported in the target's own units.
+
+    Metrics are logged once per epoch, already reduced over the whole split (under DDP
+    over every process's shard), with ``self.log_dict``: callbacks, the progress bar and
+    every logger see them (``trainer.callback_metrics``, ``trainer.logged_metrics``,
+    ``trainer.progress_bar_metrics``). dlbasics' own loggers merge an epoch's validation
+    and training metrics into one record (:class:`~dlbasics.training.loggers.EpochRecords`).
     """
 
     def __init__(
@@ -187,7 +154,6 @@ class SupervisedModule(pl.LightningModule):
         self._step_scores: list[torch.Tensor] = []  # what train metrics sum, on the device
         self._step_rows: list[int] = []
         self._target_spread: torch.Tensor | None = None  # of the training targets (R²)
-        self._pending_log: dict[str, float] = {}  # epoch metrics not yet written to the loggers
         self._target_scaling = _scaling(data, "target_scaling")
         self._feature_scaling = _scaling(data, "feature_scaling")
 
@@ -207,57 +173,19 @@ class SupervisedModule(pl.LightningModule):
             self._target_spread = _spread(getattr(self.trainer.train_dataloader, "y", None))
 
     def on_train_epoch_start(self) -> None:
-        self._step_losses = []
-        self._step_scores = []
-        self._step_rows = []
+        self._step_losses, self._step_scores, self._step_rows = [], [], []
 
-    @property
-    def takes_chunks(self) -> bool:
-        """Whether the datamodule may serve chunks of minibatches (the fast path).
-
-        Only while nothing could notice: one process, full precision (mixed precision
-        scales the loss in Lightning's backward), no limit counted in steps
-        (:func:`limits_in_steps`), and no callback or subclass listening to a per-step hook
-        (:data:`PER_STEP_HOOKS`). Otherwise every minibatch is a Lightning
-        step of its own and goes through ``manual_backward`` and ``LightningOptimizer.step``,
-        so every hook fires and DDP averages the gradients.
-        """
-        try:
-            trainer = self.trainer
-        except RuntimeError:  # not attached to a Trainer
-            return False
-        if trainer.world_size > 1 or not isinstance(trainer.strategy, SingleDeviceStrategy):
-            return False  # DDP, even on one device: its wrapper expects one step per forward
-        if trainer.precision not in ("32-true", "64-true"):
-            return False
-        if limits_in_steps(trainer):
-            return False
-        if any(listens_per_step(callback) for callback in trainer.callbacks):
-            return False
-        hooks = (*PER_STEP_HOOKS, "training_step", "backward")
-        return not any(is_overridden(hook, self, parent=SupervisedModule) for hook in hooks)
-
-    def training_step(self, batch: Batch | list[Batch], batch_index: int) -> None:
-        """One optimizer step per minibatch: of this ``(x, y)`` batch, or of each minibatch
-        of a chunk (the fast path, see :attr:`takes_chunks`).
-
-        Every step goes through ``LightningOptimizer.step``, which counts
-        ``trainer.global_step``. The fast path calls the plain ``Tensor.backward``: Lightning's
-        ``manual_backward`` costs about 0.1 ms per step in hooks nobody listens to then.
-        """
+    def training_step(self, batch: Batch | Chunk, batch_idx: int) -> None:
+        """One optimizer step on an ``(x, y)`` minibatch (each minibatch of a chunk on the
+        fast path, :mod:`dlbasics.training.fast_path`)."""
+        if isinstance(batch, Chunk):
+            return self.train_on_chunk(batch, batch_idx)
+        x, y = batch
         optimizer = self.optimizers()
-        # A chunk is a list of (x, y) pairs; a DataLoader's own batch is an [x, y] list.
-        if isinstance(batch, list) and isinstance(batch[0], (tuple, list)):
-            for x, y in batch:
-                self._step(optimizer, x, y, torch.Tensor.backward)
-        else:
-            self._step(optimizer, *batch, self.manual_backward)
-
-    def _step(self, optimizer, x: torch.Tensor, y: torch.Tensor, backward) -> None:
         prediction = self.net(x)
         loss = self.loss_fn(prediction, y)
         optimizer.zero_grad(set_to_none=True)
-        backward(loss)
+        self.manual_backward(loss)
         if self.hparams.gradient_clip_val:
             self.clip_gradients(optimizer, self.hparams.gradient_clip_val, "norm")
         optimizer.step()
@@ -265,6 +193,7 @@ class SupervisedModule(pl.LightningModule):
         self._step_losses.append(loss.detach())
         self._step_scores.append(self._score(prediction.detach(), y))
         self._step_rows.append(len(x))
+        return None
 
     def _score(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """What one step adds to the epoch's train metrics, computed on the device: the
@@ -285,15 +214,14 @@ class SupervisedModule(pl.LightningModule):
         totals = totals.cpu()  # the epoch's one wait
         if not bool(torch.isfinite(totals[0])):  # the same decision in every DDP process
             self._diverged(losses.cpu(), learning_rate)
-        self._publish(
-            {
-                "train/loss": totals[0] / totals[1],
-                **self._train_metrics(
-                    totals[2] if self.task == "classification" else totals[2:], int(totals[1])
-                ),
-                "train/lr": torch.tensor(learning_rate),
-            }
-        )
+        train = {
+            "train/loss": totals[0] / totals[1],
+            **self._train_metrics(
+                totals[2] if self.task == "classification" else totals[2:], int(totals[1])
+            ),
+            "train/lr": torch.tensor(learning_rate),
+        }
+        self._log_epoch(train)
         scheduler = self.lr_schedulers()
         if scheduler is None:
             return
@@ -337,29 +265,36 @@ class SupervisedModule(pl.LightningModule):
 
     # -- evaluation ---------------------------------------------------------------------
 
-    def validation_step(self, batch: Batch, batch_index: int) -> None:
-        self._evaluated.append((self.net(batch[0]), batch[1]))
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y = batch
+        self._evaluated.append((self.net(x), y))
 
     def on_validation_epoch_end(self) -> None:
-        self._score_evaluation("val")
+        metrics = self._score_evaluation("val")
+        if metrics and not self.trainer.sanity_checking:  # Lightning drops the sanity check's
+            self._log_epoch(metrics)
 
-    def test_step(self, batch: Batch, batch_index: int) -> None:
-        self._evaluated.append((self.net(batch[0]), batch[1]))
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y = batch
+        self._evaluated.append((self.net(x), y))
 
     def on_test_epoch_end(self) -> None:
-        self._score_evaluation("test")
+        metrics = self._score_evaluation("test")
+        if metrics:
+            self._log_epoch(metrics)
 
-    def predict_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         prediction = self.net(batch[0])
         return prediction.argmax(dim=1) if self.task == "classification" else prediction
 
-    def _score_evaluation(self, stage: str) -> None:
+    def _score_evaluation(self, stage: str) -> dict[str, torch.Tensor]:
+        """The metrics of the pass just ended over all its predictions, on the host."""
         if not self._evaluated:
-            return
+            return {}
         predictions, targets = zip(*self._evaluated, strict=True)
         self._evaluated = []
         metrics = self.evaluation_metrics(torch.cat(predictions), torch.cat(targets))
-        self._publish({f"{stage}/{name}": value for name, value in metrics.items()})
+        return {f"{stage}/{name}": value for name, value in metrics.items()}
 
     def evaluation_metrics(
         self, prediction: torch.Tensor, target: torch.Tensor
@@ -393,31 +328,17 @@ class SupervisedModule(pl.LightningModule):
 
     # -- logging ------------------------------------------------------------------------
 
-    def _publish(self, metrics: dict[str, torch.Tensor]) -> None:
-        """Hand epoch metrics to callbacks, progress bar and loggers, reading the device once.
+    def _log_epoch(self, metrics: dict[str, torch.Tensor]) -> None:
+        """``self.log_dict`` of values already reduced over a whole split, read from the
+        device at once (one wait, then host scalars: nothing waits for the device later).
 
-        ``self.log`` costs about 0.3 ms per key per epoch, which is more than a whole epoch
-        of a small model; these metrics are already reduced over the epoch, so they go
-        straight to ``trainer.callback_metrics`` (read by checkpointing, early stopping and
-        the progress bar) and to the loggers. Validation metrics wait for the end of the
-        training epoch, so each epoch is written to the loggers as one record. Its step is
-        the number of epochs trained when the values were measured (1 after the first
-        epoch; the test's after the last), so curves of runs with other batch sizes or
-        lengths line up; ``trainer.global_step`` still counts optimizer steps.
+        ``batch_size=1``: nothing to infer or weigh, each key is logged once per epoch.
+        Under DDP the values are the whole split's and equal on every process, so there is
+        nothing to synchronise (``sync_dist=False``, Lightning's default) and every process's
+        callbacks see the same values; only the first process's loggers write.
         """
         values = torch.stack([value.detach().float() for value in metrics.values()]).cpu()
-        self.trainer.callback_metrics.update(zip(metrics, values, strict=True))
-        self._pending_log.update(zip(metrics, values.tolist(), strict=True))
-        if self.trainer.sanity_checking:
-            self._pending_log.clear()
-            return
-        if self.trainer.state.fn == TrainerFn.FITTING and self.trainer.validating:
-            return  # written with the training metrics at the end of this epoch
-        record, self._pending_log = {**self._pending_log, "epoch": self.current_epoch}, {}
-        # current_epoch counts the epochs finished; during training it is the running one's.
-        epochs_trained = self.current_epoch + 1 if self.trainer.training else self.current_epoch
-        for logger in self.loggers:
-            logger.log_metrics(record, step=epochs_trained)
+        self.log_dict(dict(zip(metrics, values, strict=True)), prog_bar=True, batch_size=1)
 
     # -- optimizer ----------------------------------------------------------------------
 

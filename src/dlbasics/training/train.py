@@ -12,6 +12,7 @@ answer without loading them.
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -36,7 +37,6 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     import lightning.pytorch as pl
     import torch
 
-    from dlbasics.search.hparams import search_selected
     from dlbasics.training import report
     from dlbasics.training.builders import (
         build,
@@ -58,6 +58,8 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         if show_config and not _in_sweep():  # a sweep's job: Hydra printed its overrides
             report.print_config(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
+    # conf/train.yaml says high; a run saved before the key existed trained with torch's
+    # default, highest, and resumes with it.
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision") or "highest")
 
     # The data come first: the model is sized from what they report.
@@ -100,18 +102,24 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except TrainingDiverged as error:
         raise TrainingDiverged(f"{error} {_kept(checkpoint)}") from None
+    except SystemExit as error:
+        # How Lightning ends a fit that a signal stopped at once, after its on_exception
+        # hooks (last.ckpt written): SIGTERMException once trainer.received_sigterm is set,
+        # SystemExit(1) raised while it handles a KeyboardInterrupt.
+        if not (trainer.received_sigterm or isinstance(error.__context__, KeyboardInterrupt)):
+            raise
+        signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
+        raise _interrupted(
+            cfg,
+            checkpoint,
+            f"Stopped at once by {signum.name} after {trainer.current_epoch} whole epochs",
+            signum,
+        ) from None
     if stop is not None and stop.stopped:
-        signal_name = stop.received.name if stop.received else "a signal to another process"
-        again = (  # a search's trial is not resumed: the search runs another in its place
-            "Continue the search: run the same command again (the study keeps its trials)."
-            if search_selected(cfg)
-            else f"Resume with:\n  python -m dlbasics.train resume={cfg.paths.output_dir}\n"
-            f"or in Python: dlbasics.fit(\"resume={cfg.paths.output_dir}\")"
-        )
-        raise RunInterrupted(
-            f"Stopped by {signal_name} after {trainer.current_epoch} epochs; "
-            f"{_kept(checkpoint)} {again}",
-            exit_code=128 + (stop.received.value if stop.received else 15),
+        signum = stop.received or signal.SIGTERM  # a signal to another process of a DDP run
+        by = stop.received.name if stop.received else "a signal to another process"
+        raise _interrupted(
+            cfg, checkpoint, f"Stopped by {by} after {trainer.current_epoch} epochs", signum
         )
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     outcome = tracker.outcome()
@@ -262,6 +270,20 @@ def share_cores_with_parallel_jobs() -> None:
         cores,
         extra=FILE_ONLY,
     )
+
+
+def _interrupted(cfg: DictConfig, checkpoint, what: str, signum: signal.Signals) -> RunInterrupted:
+    """The error of a run that a signal stopped: what happened, the checkpoint kept, and
+    how to go on; it exits with 128 + the signal's number, as a shell reports it."""
+    from dlbasics.search.hparams import search_selected
+
+    again = (  # a search's trial is not resumed: the search runs another in its place
+        "Continue the search: run the same command again (the study keeps its trials)."
+        if search_selected(cfg)
+        else f"Resume with:\n  python -m dlbasics.train resume={cfg.paths.output_dir}\n"
+        f'or in Python: dlbasics.fit("resume={cfg.paths.output_dir}")'
+    )
+    return RunInterrupted(f"{what}; {_kept(checkpoint)} {again}", exit_code=128 + signum.value)
 
 
 def _kept(checkpoint) -> str:
