@@ -37,8 +37,13 @@ def _hydra_app(cfg: DictConfig) -> dict | None:
     helper = is_helper_process()  # another rank of a DDP run: the first process owns run_dir
     if helper:
         _quiet_helper()
-    if _CTRL_C["held"]:  # from here on a Ctrl-C interrupts at once
-        _CTRL_C["held"] = False
+    if _CTRL_C["held"]:
+        # Still held while torch and Lightning load: a KeyboardInterrupt raised inside
+        # torch's C++ start-up aborts the whole process (SIGABRT, no cleanup). A few
+        # seconds, after which a Ctrl-C noted meanwhile is acted on.
+        import lightning.pytorch  # noqa: F401
+
+        _CTRL_C["held"] = False  # from here on a Ctrl-C interrupts at once
         if _CTRL_C["seen"]:  # while Hydra made this run's directory: it goes
             _interrupted_while_starting(run_dir, helper, in_sweep)
     try:
@@ -70,9 +75,10 @@ def _interrupted_while_starting(run_dir: Path, helper: bool, in_sweep: bool) -> 
 
 # The command line's Ctrl-C (SIGINT) before training starts (training has its own, see
 # dlbasics.training.callbacks.GracefulStop). "held": while Hydra composes the config of a
-# single run and makes its directory (config files, log), a Ctrl-C is only noted, and the
-# job, as it begins, removes what Hydra made (its config names the directory) and exits
-# 130; interrupted there, Hydra would forget which directory it was making. Elsewhere a
+# single run and makes its directory (config files, log), and while the job imports torch
+# and Lightning, a Ctrl-C is only noted; then the job removes what Hydra made (its config
+# names the directory) and exits 130. Interrupted there, Hydra would forget which directory
+# it was making, and torch's C++ start-up would abort the process. Elsewhere a
 # Ctrl-C raises KeyboardInterrupt at once. "seen": C code can swallow a KeyboardInterrupt:
 # torch hands a Ctrl-C that arrives while it loads numpy's C module to numpy, carries on
 # without it, and the next `import numpy` fails with "cannot load module more than once per
