@@ -12,7 +12,7 @@ TORCH_CPU ?= torch==2.13.0
 # With a GPU, PyPI's default (CUDA) build.
 TORCH_GPU ?= torch>=2.3
 
-.PHONY: setup train test test-fast bench bench-predict bench-sweep bench-fit bench-ddp tensorboard lint clean
+.PHONY: setup train test test-fast bench bench-predict bench-sweep bench-fit bench-threads bench-ddp tensorboard lint clean
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,9 @@ bench-sweep: setup
 
 bench-fit: setup
 	$(PY) benchmarks/fit_bench.py $(ARGS)
+
+bench-threads: setup
+	$(PY) benchmarks/threads_bench.py $(ARGS)
 
 bench-ddp: setup
 	$(PY) benchmarks/ddp_bench.py $(ARGS)

@@ -97,6 +97,12 @@ def steady_per_epoch(ends: list[float]) -> float:
     return statistics.median(b - a for a, b in zip(ends, ends[1:], strict=False))
 
 
+# torch's own default (one thread per core): what a learner's hand-written loop runs with.
+# dlbasics' train() sets the run's thread count (trainer.threads) and the process keeps it,
+# so each plain loop sets this back first.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
 def run_dlbasics(name: str, hook_path: bool = False) -> tuple[float, float]:
     """Seconds per epoch and the final validation (or train) loss of a dlbasics run; with
     ``hook_path`` a callback listens to ``on_before_optimizer_step``."""
@@ -138,7 +144,9 @@ def figures_cost(names: list[str], repeats: int) -> list[dict]:
 
 
 def run_plain(name: str) -> tuple[float, float]:
-    """The same work as a hand-written loop over the same data splits and net."""
+    """The same work as a hand-written loop over the same data splits and net, with torch's
+    default threads."""
+    torch.set_num_threads(DEFAULT_THREADS)
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose_workload(name, run_dir)
     torch.manual_seed(cfg.seed)

@@ -126,7 +126,12 @@ def test_a_signal_stops_at_an_epoch_end_with_a_checkpoint_and_resume_command(fit
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_second_signal_stops_at_once_with_a_checkpoint(tmp_path, signum):
-    long_epochs = ("data.n_samples=200000", "callbacks.graceful_stop.grace_seconds=600")
+    # Epochs of many one-row steps (about 20 s here): the second signal comes mid-epoch.
+    long_epochs = (
+        "data.n_samples=200000",
+        "data.batch_size=1",
+        "callbacks.graceful_stop.grace_seconds=600",
+    )
     process = start_training(
         tmp_path, "model=mlp", "data=moons", *long_epochs, "trainer.max_epochs=100000"
     )

@@ -822,6 +822,13 @@ def check_config(cfg: DictConfig, here: bool = True) -> None:
     _at_least(cfg, "seed", 0, whole=True)
     _above_zero(cfg, "optimizer.lr")
     _at_least(cfg, "trainer.max_epochs", 1, whole=True)
+    if cfg.trainer.get("threads", "auto") != "auto":
+        threads = cfg.trainer.threads
+        if not _is_whole(threads, 1):
+            raise ConfigError(
+                f"trainer.threads={_shown(threads)}: must be auto (chosen from the work of a "
+                "step) or a whole number >= 1, e.g. trainer.threads=1"
+            )
     if cfg.get("gradient_clip_val") is not None:
         _above_zero(cfg, "gradient_clip_val")
     _one_of(cfg, "float32_matmul_precision", MATMUL_PRECISIONS)

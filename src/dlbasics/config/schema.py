@@ -273,6 +273,9 @@ class Trainer:
     enable_model_summary: bool = MISSING
     deterministic: Any = MISSING  # true, false or "warn" (Lightning checks it)
     default_root_dir: str = MISSING
+    # dlbasics' own, not a Trainer argument: torch's CPU threads, auto or a number (checked
+    # in dlbasics.config.checks). A default here, so a user's own trainer option has it too.
+    threads: Any = "auto"
 
 
 @dataclass

@@ -49,6 +49,7 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     from dlbasics.training.callbacks import BestAndLastCheckpoint, GracefulStop, History, TrackBest
     from dlbasics.training.objective import choose_objective, objective_settings
     from dlbasics.training.resume import check_checkpoint
+    from dlbasics.training.threads import choose_threads
 
     quiet_lightning()
     writes = not is_helper_process()  # only the first process of a DDP run writes and prints
@@ -87,13 +88,21 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     # Without a validation split there is nothing to validate; saying so avoids Lightning's warning.
     no_validation = {} if datamodule.has_split("val") else {"limit_val_batches": 0}
     trainer = build(
-        cfg.trainer,
+        _without(cfg.trainer, "threads"),  # dlbasics' own key, not a Trainer argument
         "trainer",
         logger=loggers or False,
         callbacks=callbacks,
         enable_checkpointing=checkpoint is not None,  # else Lightning adds its own, per epoch
         **no_validation,
     )
+    threads, why = choose_threads(
+        cfg.trainer.get("threads", "auto"),
+        module.net,
+        datamodule,
+        on_gpu=trainer.strategy.root_device.type == "cuda",
+    )
+    torch.set_num_threads(threads)
+    log.info("torch threads: %d (%s)", threads, why, extra=report.FILE_ONLY)
     # What the model's inputs and outputs mean, readable beside the run (checkpoints carry it too).
     if writes:
         datamodule.save_description(cfg.paths.output_dir)
@@ -270,6 +279,15 @@ def share_cores_with_parallel_jobs() -> None:
         cores,
         extra=FILE_ONLY,
     )
+
+
+def _without(config: DictConfig, key: str) -> DictConfig:
+    """``config`` less ``key``, its interpolations resolved where it stood."""
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(config, resolve=True)
+    values.pop(key, None)
+    return OmegaConf.create(values)
 
 
 def _interrupted(cfg: DictConfig, checkpoint, what: str, signum: signal.Signals) -> RunInterrupted:
