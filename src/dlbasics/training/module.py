@@ -172,7 +172,9 @@ class SupervisedModule(ChunkedTraining, pl.LightningModule):
         # Predictions of the current validation or test pass, scored at its end.
         self._evaluated: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._step_losses: list[torch.Tensor] = []  # this epoch's losses, on the device
-        self._step_scores: list[torch.Tensor] = []  # what train metrics sum, on the device
+        # This epoch's predictions and targets, on the device: the train metrics are
+        # computed from them once, at the epoch's end (a few tiny operations per step less).
+        self._step_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._step_rows: list[int] = []
         self._target_spread: torch.Tensor | None = None  # of the training targets (R²)
         self._target_scaling = _scaling(data, "target_scaling")
@@ -194,7 +196,7 @@ class SupervisedModule(ChunkedTraining, pl.LightningModule):
             self._target_spread = _spread(getattr(self.trainer.train_dataloader, "y", None))
 
     def on_train_epoch_start(self) -> None:
-        self._step_losses, self._step_scores, self._step_rows = [], [], []
+        self._step_losses, self._step_outputs, self._step_rows = [], [], []
 
     def training_step(self, batch: Batch | Chunk, batch_idx: int) -> None:
         """One optimizer step on an ``(x, y)`` minibatch (each minibatch of a chunk on the
@@ -212,13 +214,13 @@ class SupervisedModule(ChunkedTraining, pl.LightningModule):
         optimizer.step()
         # Kept on the device: reading them here would wait for every step to finish.
         self._step_losses.append(loss.detach())
-        self._step_scores.append(self._score(prediction.detach(), y))
+        self._step_outputs.append((prediction.detach(), y))
         self._step_rows.append(len(x))
         return None
 
     def _score(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """What one step adds to the epoch's train metrics, computed on the device: the
-        number of rows classified right, or each output's sum of squared errors."""
+        """What the train metrics sum, computed on the device: the number of rows
+        classified right, or each output's sum of squared errors."""
         if self.task == "classification":
             return (prediction.argmax(dim=1) == target).sum()
         return (prediction.float() - target).square().sum(dim=0)
@@ -228,7 +230,9 @@ class SupervisedModule(ChunkedTraining, pl.LightningModule):
         losses = torch.stack(self._step_losses).double()
         rows = torch.tensor(self._step_rows, dtype=losses.dtype, device=losses.device)
         # Sums over this process's steps: the loss weighted by rows, the rows, the scores.
-        scores = torch.stack(self._step_scores).sum(dim=0).double().reshape(-1)
+        predictions, targets = (torch.cat(part) for part in zip(*self._step_outputs, strict=True))
+        self._step_outputs = []
+        scores = self._score(predictions, targets).double().reshape(-1)
         totals = torch.cat([(losses * rows).sum()[None], rows.sum()[None], scores])
         if self.trainer.world_size > 1:  # DDP: every process's shard, summed
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
