@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import read_csv_metrics, run_cli
-from dlbasics.errors import ConfigError, DataError
+from dlbasics.errors import ConfigError, DataError, RunInterrupted
 from dlbasics.training.callbacks import _atomic_save
 
 pytestmark = pytest.mark.slow
@@ -374,3 +374,26 @@ def test_resuming_longer_cannot_stretch_a_schedule_spread_over_the_epochs(fit, t
     line = refused(fit, f"resume={run}", "trainer.max_epochs=4")
     assert "would change scheduler.T_max (2 -> 4)" in line
     assert "scheduler=cosine" in line and "ckpt_path" not in line
+
+
+def test_an_interrupt_after_training_keeps_the_run_and_says_so(fit, tmp_path):
+    # Ctrl-C while the best checkpoint is tested (or the figures drawn): the training is
+    # done, so its checkpoints stay and the message says how to get the metrics.
+    (tmp_path / "interrupt_at_test.py").write_text(
+        "import lightning.pytorch as pl\n\n\n"
+        "class InterruptAtTest(pl.Callback):\n"
+        "    def on_test_start(self, trainer, pl_module):\n"
+        "        raise KeyboardInterrupt\n"
+    )
+    on_sigint = signal.getsignal(signal.SIGINT)
+    with pytest.raises(RunInterrupted) as caught:
+        fit("data.n_samples=200", "trainer.max_epochs=2", "figures=none",
+            "+callbacks.interrupt._target_=interrupt_at_test.InterruptAtTest")  # fmt: skip
+    message = str(caught.value)
+    assert message.startswith("Interrupted after training (2 epochs), before the test")
+    assert caught.value.exit_code == 130
+    (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    assert f"python -m dlbasics.evaluate run={run_dir}" in message
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    # Lightning ignores SIGINT after catching a KeyboardInterrupt; fit puts it back.
+    assert signal.getsignal(signal.SIGINT) is on_sigint

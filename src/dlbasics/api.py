@@ -341,15 +341,24 @@ def importable_from_cwd() -> Iterator[None]:
 
 @contextmanager
 def _process_settings_kept() -> Iterator[None]:
-    """torch's thread count and float32 precision as they were before the run."""
+    """torch's thread count and float32 precision as they were before the run, and the
+    SIGINT handler (a notebook kernel's interrupt: Lightning ignores SIGINT from the first
+    KeyboardInterrupt it catches on, and does not put the handler back)."""
+    import signal
+    import threading
+
     import torch
 
     threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    main = threading.current_thread() is threading.main_thread()
+    on_sigint = signal.getsignal(signal.SIGINT) if main else None
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         torch.set_float32_matmul_precision(precision)
+        if main and on_sigint is not None:
+            signal.signal(signal.SIGINT, on_sigint)
 
 
 # -- sweep, step by step -----------------------------------------------------------------

@@ -11,6 +11,7 @@ answer without loading them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -42,7 +43,6 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         build,
         build_callbacks,
         build_loggers,
-        end_session,
         quiet_lightning,
         start_session,
     )
@@ -130,6 +130,18 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         raise _interrupted(
             cfg, checkpoint, f"Stopped by {by} after {trainer.current_epoch} epochs", signum
         )
+    with _interrupt_after_training(cfg, checkpoint, trainer.current_epoch):
+        return _test_and_report(
+            cfg, trainer, module, datamodule, loggers, checkpoint, tracker, will_test, writes
+        )
+
+
+def _test_and_report(cfg, trainer, module, datamodule, loggers, checkpoint, tracker, will_test,
+                     writes) -> dict[str, float]:  # fmt: skip
+    """After training: the best epoch, the test on the best checkpoint, the closing table."""
+    from dlbasics.training import report
+    from dlbasics.training.builders import end_session
+
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     outcome = tracker.outcome()
     if outcome.value is not None:  # a column of the HPARAMS tab to sort a sweep's runs by
@@ -279,6 +291,27 @@ def share_cores_with_parallel_jobs() -> None:
         cores,
         extra=FILE_ONLY,
     )
+
+
+@contextlib.contextmanager
+def _interrupt_after_training(cfg: DictConfig, checkpoint, epochs: int):
+    """A Ctrl-C or SIGTERM during the test, the figures or the closing table: the training
+    is done and its checkpoints stay, so the run is kept and says so (exit 130 or 143)."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as error:
+        # Lightning turns a KeyboardInterrupt inside trainer.test into SystemExit(1).
+        interrupted = isinstance(error, KeyboardInterrupt) or isinstance(
+            error.__context__, KeyboardInterrupt
+        )
+        if not interrupted:
+            raise
+        raise RunInterrupted(
+            f"Interrupted after training ({epochs} epochs), before the test and the figures "
+            f"were done; {_kept(checkpoint)} Its metrics: python -m dlbasics.evaluate "
+            f"run={cfg.paths.output_dir}",
+            exit_code=130,
+        ) from None
 
 
 def _without(config: DictConfig, key: str) -> DictConfig:
