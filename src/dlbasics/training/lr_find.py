@@ -567,6 +567,7 @@ def _run_test(cfg, settings: dict):
     import torch
 
     from dlbasics.training.builders import build
+    from dlbasics.training.threads import choose_threads
     from dlbasics.training.train import build_module
 
     pl.seed_everything(cfg.seed, verbose=False)  # the run's own initial weights
@@ -577,6 +578,11 @@ def _run_test(cfg, settings: dict):
     datamodule.setup()
     module = build_module(cfg, datamodule)
     device = device_for(cfg)
+    # The run's own thread choice (trainer.threads), so the steps cost what the run's do.
+    threads, _ = choose_threads(
+        cfg.trainer.get("threads", "auto"), module.net, datamodule, device.type == "cuda"
+    )
+    torch.set_num_threads(threads)
     rows = datamodule.rows()["train"]
     batch = datamodule.batch_size or rows
     net = type(module.net).__name__
