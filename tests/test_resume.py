@@ -390,10 +390,51 @@ def test_an_interrupt_after_training_keeps_the_run_and_says_so(fit, tmp_path):
         fit("data.n_samples=200", "trainer.max_epochs=2", "figures=none",
             "+callbacks.interrupt._target_=interrupt_at_test.InterruptAtTest")  # fmt: skip
     message = str(caught.value)
-    assert message.startswith("Interrupted after training (2 epochs), before the test")
+    assert message.startswith("SIGINT after training (2 epochs), before the test")
     assert caught.value.exit_code == 130
     (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
     assert f"python -m dlbasics.evaluate run={run_dir}" in message
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
     # Lightning ignores SIGINT after catching a KeyboardInterrupt; fit puts it back.
     assert signal.getsignal(signal.SIGINT) is on_sigint
+
+
+def test_a_sigterm_during_the_test_keeps_the_run_and_exits_143(fit, tmp_path):
+    # A real SIGTERM to this process during the test: Lightning's handler notes it and its
+    # test loop raises SIGTERMException (a SystemExit) after the batch. Not exit 0 as if
+    # all went well. (10,000 test rows: three batches of 4096, so the loop gets to check.)
+    (tmp_path / "sigterm_at_test.py").write_text(
+        "import os, signal\n"
+        "import lightning.pytorch as pl\n\n\n"
+        "class SigtermAtTest(pl.Callback):\n"
+        "    def on_test_batch_end(self, trainer, pl_module, *args):\n"
+        "        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):\n"
+        "            raise RuntimeError('no SIGTERM handler: the signal would end pytest')\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    with pytest.raises(RunInterrupted) as caught:
+        fit("data.n_samples=20000", "data.test_fraction=0.5", "trainer.max_epochs=2",
+            "figures=none", "+callbacks.term._target_=sigterm_at_test.SigtermAtTest")  # fmt: skip
+    assert str(caught.value).startswith("SIGTERM after training (2 epochs)")
+    assert caught.value.exit_code == 143
+    (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_an_interrupt_after_training_without_checkpoints_keeps_the_run(fit, tmp_path):
+    # No checkpoint callback: the trained run's files are kept all the same (its log,
+    # history and TensorBoard), and the message offers no evaluate command.
+    (tmp_path / "interrupt_at_test.py").write_text(
+        "import lightning.pytorch as pl\n\n\n"
+        "class InterruptAtTest(pl.Callback):\n"
+        "    def on_test_start(self, trainer, pl_module):\n"
+        "        raise KeyboardInterrupt\n"
+    )
+    with pytest.raises(RunInterrupted) as caught:
+        fit("data.n_samples=200", "trainer.max_epochs=2", "figures=none",
+            "callbacks.checkpoint=null",
+            "+callbacks.interrupt._target_=interrupt_at_test.InterruptAtTest")  # fmt: skip
+    assert "No checkpoint was written." in str(caught.value)
+    assert "dlbasics.evaluate" not in str(caught.value)
+    (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 2

@@ -131,3 +131,21 @@ def test_the_fused_step_is_the_default_step_up_to_rounding():
 def test_a_bad_thread_setting_is_refused_in_python_too():
     with pytest.raises(ConfigError, match="trainer.threads=0"):
         choose_threads(0, MLP((2,), 2, [8]), Data((2,), 10, 5), False)
+
+
+def test_no_fused_kernel_where_torch_or_lightning_would_refuse_it(make_config):
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    net = MLP((2,), 2, [8])
+    for chosen in ("+optimizer.foreach=true", "+optimizer.differentiable=true"):
+        make = instantiate(make_config("optimizer=adam", chosen).optimizer)
+        assert fused_kernel(make, net) == {}, chosen
+        make(net.parameters())  # and torch builds it as configured
+    # Mixed precision: Lightning cannot clip a fused optimizer's gradients.
+    make = instantiate(make_config("optimizer=adam").optimizer)
+    mixed = SimpleNamespace(
+        trainer=SimpleNamespace(precision="bf16-mixed"), parameters=net.parameters
+    )
+    assert fused_kernel(make, mixed) == {}

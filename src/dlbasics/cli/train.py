@@ -199,11 +199,13 @@ def _end_without_finalizing() -> None:
     against 3.4 s for a process that only imports them), during which the command seems
     done but does not return, and a Ctrl-C ends it with SIGINT's -2. Taken only while
     nothing can notice: the run's logs are flushed here, and no child process and no
-    thread but daemon ones is left (DDP's other processes, a launcher's workers: then
-    Python ends as usual).
+    thread but daemon ones is left (DDP's other processes, a launcher's workers), and no
+    profiler or tracer waits for the exit (cProfile, coverage): else Python ends as usual.
     """
     if is_helper_process() or multiprocessing.active_children() or _has_children():
         return
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return  # cProfile, coverage and debuggers write their results at exit
     if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
         return
     sys.stdout.flush()

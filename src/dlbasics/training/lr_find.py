@@ -285,20 +285,23 @@ def range_test(module, datamodule, settings: dict, device=None) -> RangeTest:
     learning rates and record each step's loss; stop when the smoothed loss passes
     :data:`STOP_FACTOR` times its lowest, or the loss is NaN or infinite.
 
-    The step is the run's own (:meth:`SupervisedModule._step`): its net and loss on the
-    datamodule's training batches in the run's per-epoch order, its optimizer (built fresh
-    from the module's config, the learning rate set before every step) and its gradient
-    clipping. ``module``'s weights and mode are put back afterwards, whatever happens:
+    The step is the run's own (as :meth:`SupervisedModule.training_step` takes it): its
+    net and loss on the datamodule's training batches in the run's per-epoch order, its
+    optimizer (built fresh from the module's config, with the same fused kernel, the
+    learning rate set before every step) and its gradient clipping. ``module``'s weights and mode are put back afterwards, whatever happens:
     the test leaves no trained weights behind.
     """
     import torch
     from hydra.utils import instantiate
 
+    from dlbasics.training.module import fused_kernel
+
     device = torch.device(device or "cpu")
     lrs = exponential_lrs(settings["min_lr"], settings["max_lr"], settings["num_steps"])
     saved = {name: value.detach().clone() for name, value in module.state_dict().items()}
     was_training, was_on = module.training, next(module.parameters()).device
-    optimizer = instantiate(module.hparams.optimizer)(module.parameters())
+    make_optimizer = instantiate(module.hparams.optimizer)
+    optimizer = make_optimizer(module.parameters(), **fused_kernel(make_optimizer, module))
     clip = module.hparams.get("gradient_clip_val")
     taken, losses, stopped = [], [], None
     smoother, lowest = Smoother(), math.inf

@@ -59,14 +59,20 @@ def task_metrics(
 
 
 def fused_kernel(make_optimizer: Any, module: torch.nn.Module) -> dict[str, bool]:
-    """``fused=True`` where torch has a fused kernel for the optimizer (Adam, AdamW, SGD)
-    and the config does not choose: one kernel updates every parameter at once, about 1.3x
+    """``fused=True`` where torch has a fused kernel for the optimizer (Adam, AdamW, SGD,
+    Adagrad: its class takes ``fused``), the config does not choose, and the precision is full: one kernel updates every parameter at once, about 1.3x
     faster per step than the default for the small nets here (benchmarks/threads_bench.py);
     the same update up to float rounding. ``+optimizer.fused=false`` keeps torch's default."""
     func = getattr(make_optimizer, "func", make_optimizer)  # a partial from the config
     chosen = getattr(make_optimizer, "keywords", {})
-    if "fused" in chosen:
-        return {}
+    if "fused" in chosen or any(chosen.get(k) for k in ("foreach", "differentiable", "capturable")):
+        return {}  # the config chose (torch refuses fused beside these)
+    try:
+        precision = str(module.trainer.precision)
+    except (AttributeError, RuntimeError):  # not attached to a Trainer
+        precision = "32-true"
+    if "mixed" in precision:
+        return {}  # Lightning's mixed precision cannot clip a fused optimizer's gradients
     try:
         takes_fused = "fused" in inspect.signature(func).parameters
     except (TypeError, ValueError):
@@ -358,12 +364,18 @@ class SupervisedModule(ChunkedTraining, pl.LightningModule):
         device at once (one wait, then host scalars: nothing waits for the device later).
 
         ``batch_size=1``: nothing to infer or weigh, each key is logged once per epoch.
-        Under DDP the values are the whole split's and equal on every process, so there is
-        nothing to synchronise (``sync_dist=False``, Lightning's default) and every process's
-        callbacks see the same values; only the first process's loggers write.
+        Under DDP the values are the whole split's and equal on every process; the mean
+        that ``sync_dist=True`` takes across them is the same value, and saying so spares a
+        Lightning warning per key in every process. Every process's callbacks see the same
+        values; only the first process's loggers write.
         """
         values = torch.stack([value.detach().float() for value in metrics.values()]).cpu()
-        self.log_dict(dict(zip(metrics, values, strict=True)), prog_bar=True, batch_size=1)
+        self.log_dict(
+            dict(zip(metrics, values, strict=True)),
+            prog_bar=True,
+            batch_size=1,
+            sync_dist=self.trainer.world_size > 1,
+        )
 
     # -- optimizer ----------------------------------------------------------------------
 

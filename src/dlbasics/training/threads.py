@@ -42,17 +42,25 @@ FLOPS_FOR_MORE_THREADS = 1e8
 
 def flops_per_step(net: torch.nn.Module, input_shape: Sequence[int], batch_size: int) -> float:
     """Floating-point operations of one training step of ``net`` on ``batch_size`` samples:
-    one forward, counted on the ``meta`` device (nothing computed or allocated), times 3
-    (the backward costs about twice the forward)."""
-    meta = _on_meta(net)
+    one forward with ``meta`` stand-ins for its weights and input (nothing computed, copied
+    or allocated), times 3 (the backward costs about twice the forward)."""
+    from torch.func import functional_call
+
+    stand_ins = {
+        name: torch.empty_like(value, device="meta")
+        for name, value in (*net.named_parameters(), *net.named_buffers())
+    }
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        meta(torch.empty(batch_size, *input_shape, device="meta"))
+        functional_call(net, stand_ins, (torch.empty(batch_size, *input_shape, device="meta"),))
     return 3.0 * counter.get_total_flops()
 
 
-def choose_threads(setting, net: torch.nn.Module, datamodule, on_gpu: bool) -> tuple[int, str]:
-    """The number of torch threads for this run, and why (for the log)."""
+def choose_threads(
+    setting, net: torch.nn.Module, datamodule, on_gpu: bool, processes: int = 1
+) -> tuple[int, str]:
+    """The number of torch threads for this run, and why (for the log); ``processes``: how
+    many processes of the run share this machine's cores (DDP on the CPU)."""
     if setting != "auto":
         if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
             raise ConfigError(
@@ -71,7 +79,7 @@ def choose_threads(setting, net: torch.nn.Module, datamodule, on_gpu: bool) -> t
     if flops <= FLOPS_FOR_MORE_THREADS:
         return 1, f"auto: {flops:.1e} flops per step, below {FLOPS_FOR_MORE_THREADS:.0e}"
     busy = busy_elsewhere()
-    threads = max(1, min(given, usable_cores() - busy))
+    threads = max(1, min(given, (usable_cores() - busy) // max(1, processes)))
     return threads, (
         f"auto: {flops:.1e} flops per step, above {FLOPS_FOR_MORE_THREADS:.0e}; "
         f"{busy} cores busy elsewhere"
@@ -94,21 +102,21 @@ def busy_elsewhere(window: float = 0.2) -> int:
 
 
 def _cpu_seconds() -> float:
-    """CPU seconds the whole machine has been busy (every core, every process)."""
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds the cores this process may run on have been busy (every process on
+    them): the ``cpuN`` lines of ``/proc/stat`` for the cores of its affinity."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    busy = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        if allowed is not None and int(name[3:]) not in allowed:
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+        busy += user + nice + system + irq + softirq + steal
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 def _own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def _on_meta(net: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``net``'s structure on the meta device (the net itself is left alone)."""
-    import copy
-
-    with torch.device("meta"):
-        meta = copy.deepcopy(net).to("meta")
-    return meta

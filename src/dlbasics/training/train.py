@@ -100,6 +100,7 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         module.net,
         datamodule,
         on_gpu=trainer.strategy.root_device.type == "cuda",
+        processes=trainer.num_devices,  # DDP on the CPU: its processes share the cores
     )
     torch.set_num_threads(threads)
     log.info("torch threads: %d (%s)", threads, why, extra=report.FILE_ONLY)
@@ -130,7 +131,7 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         raise _interrupted(
             cfg, checkpoint, f"Stopped by {by} after {trainer.current_epoch} epochs", signum
         )
-    with _interrupt_after_training(cfg, checkpoint, trainer.current_epoch):
+    with _interrupt_after_training(cfg, checkpoint, trainer):
         return _test_and_report(
             cfg, trainer, module, datamodule, loggers, checkpoint, tracker, will_test, writes
         )
@@ -240,7 +241,7 @@ def job(cfg: DictConfig, show_config: bool = True) -> dict:
             discard_unfinished(run_dir, "interrupted", in_sweep)
         raise
     except DlbasicsError as error:
-        if not helper:
+        if not helper and not getattr(error, "keeps_run", False):
             error.cleanup = discard_unfinished(run_dir, f"Error: {error}", in_sweep)
         raise
     except Exception:
@@ -294,24 +295,35 @@ def share_cores_with_parallel_jobs() -> None:
 
 
 @contextlib.contextmanager
-def _interrupt_after_training(cfg: DictConfig, checkpoint, epochs: int):
+def _interrupt_after_training(cfg: DictConfig, checkpoint, trainer):
     """A Ctrl-C or SIGTERM during the test, the figures or the closing table: the training
     is done and its checkpoints stay, so the run is kept and says so (exit 130 or 143)."""
+    epochs = trainer.current_epoch
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as error:
-        # Lightning turns a KeyboardInterrupt inside trainer.test into SystemExit(1).
-        interrupted = isinstance(error, KeyboardInterrupt) or isinstance(
+        # Lightning turns a KeyboardInterrupt inside trainer.test into SystemExit(1), and
+        # a SIGTERM into its SIGTERMException (a SystemExit) once trainer.received_sigterm.
+        if trainer.received_sigterm:
+            signum = signal.SIGTERM
+        elif isinstance(error, KeyboardInterrupt) or isinstance(
             error.__context__, KeyboardInterrupt
-        )
-        if not interrupted:
+        ):
+            signum = signal.SIGINT
+        else:
             raise
-        raise RunInterrupted(
-            f"Interrupted after training ({epochs} epochs), before the test and the figures "
-            f"were done; {_kept(checkpoint)} Its metrics: python -m dlbasics.evaluate "
-            f"run={cfg.paths.output_dir}",
-            exit_code=130,
-        ) from None
+        evaluate = (
+            f" Its metrics: python -m dlbasics.evaluate run={cfg.paths.output_dir}"
+            if checkpoint is not None
+            else ""
+        )
+        interrupted = RunInterrupted(
+            f"{signum.name} after training ({epochs} epochs), before the test and the figures "
+            f"were done; {_kept(checkpoint)}{evaluate}",
+            exit_code=128 + signum.value,
+        )
+        interrupted.keeps_run = True  # trained: job() neither removes nor marks it failed
+        raise interrupted from None
 
 
 def _without(config: DictConfig, key: str) -> DictConfig:
