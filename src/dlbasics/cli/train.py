@@ -106,11 +106,14 @@ def main() -> None:
         signal.signal(signal.SIGINT, _on_ctrl_c)  # Python's own, plus a note
     try:
         if resume:
+            _import_torch_held()
             from dlbasics.training.resume import resume_run
             from dlbasics.training.train import train
 
             rest = [a for a in arguments if a not in resume]
-            return resume_run(resume[-1].split("=", 1)[1], rest, train, _log_to_run)
+            resume_run(resume[-1].split("=", 1)[1], rest, train, _log_to_run)
+            _end_without_finalizing()
+            return
         command_line = _overrides_to_check(arguments)
         # Another rank of a DDP run, started with the same command line: checked already.
         if command_line is not None and not is_helper_process():
@@ -189,6 +192,18 @@ def _exit_interrupted(message: str) -> None:
         sys.stderr.flush()
         logging.shutdown()  # the message reaches train.log too
         os._exit(130)
+
+
+def _import_torch_held() -> None:
+    """Import torch and Lightning with a Ctrl-C only noted meanwhile (raised inside torch's
+    C++ start-up it would abort the process), then raise it."""
+    _CTRL_C["held"] = True
+    try:
+        import lightning.pytorch  # noqa: F401
+    finally:
+        _CTRL_C["held"] = False
+    if _CTRL_C["seen"]:
+        raise KeyboardInterrupt
 
 
 def _end_without_finalizing() -> None:
