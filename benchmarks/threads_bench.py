@@ -131,10 +131,10 @@ def main() -> None:
             f"{'one busy process beside' if busy else 'quiet'}"
         )
         time.sleep(1.0)  # the busy process under way
-        busy = busy_elsewhere()
+        busy_cores = busy_elsewhere()
         print(
             f"# auto: 1 thread up to {FLOPS_FOR_MORE_THREADS:.1e} flops per step, above it "
-            f"the cores not busy elsewhere ({busy} busy now)"
+            f"the cores not busy elsewhere ({busy_cores} busy now)"
         )
         print(
             f"| net | flops/step | 1 thread ms/step | {cores} threads ms/step | {cores}/1 | auto |"
@@ -142,7 +142,7 @@ def main() -> None:
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for name in WORKLOADS:
             r = measure(name, args.repeats, cores)
-            auto = max(1, cores - busy) if r["flops"] > FLOPS_FOR_MORE_THREADS else 1
+            auto = max(1, cores - busy_cores) if r["flops"] > FLOPS_FOR_MORE_THREADS else 1
             print(
                 f"| {name} | {r['flops']:.2e} | {r['one']:.3f} | {r['many']:.3f} | "
                 f"{r['many'] / r['one']:.2f} | {auto} |",

@@ -6,7 +6,7 @@ half a millisecond of overhead, and splitting each tiny operation between thread
 to the overhead — much more so when another process shares a core. More threads pay only
 once a step has real arithmetic in it. ``benchmarks/threads_bench.py`` measures where: on
 the 2-core machine here, one thread wins below about 10⁸ floating-point operations per step,
-and two threads are 1.3–2x faster above it while nothing else runs — but 5 to 38 times
+and two threads are 1.3–2x faster above it while nothing else runs — but 1.3 to 38 times
 slower with one busy process beside (see ``benchmarks/README.md``).
 
 ``auto`` therefore counts the work of one training step (one forward on PyTorch's ``meta``
@@ -87,9 +87,10 @@ def choose_threads(
 
 
 def busy_elsewhere(window: float = 0.2) -> int:
-    """How many cores other processes keep busy now: the machine's CPU time over ``window``
-    seconds (``/proc/stat``) less this process's own, in cores, rounded. A thread that has
-    to share its core with a busy process stalls the others at every operation (5 to 38
+    """How many cores other processes keep busy now: the busy time of the cores this
+    process may run on, over ``window`` seconds (``/proc/stat``), less this process's own,
+    in cores, rounded. A thread that has
+    to share its core with a busy process stalls the others at every operation (1.3 to 38
     times slower per step measured, benchmarks/README.md), so auto leaves those cores
     alone. 0 where the system does not say (no ``/proc/stat``)."""
     try:
