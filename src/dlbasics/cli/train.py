@@ -97,7 +97,9 @@ def _on_ctrl_c(signum, frame) -> None:
 
 
 def main() -> None:
-    """Entry point of ``python -m dlbasics.train`` and ``dlbasics-train``."""
+    """Entry point of ``python -m dlbasics.train`` and ``dlbasics-train``: it owns the
+    process and ends it (exit codes; a finished single run ends at once). From Python,
+    call :func:`dlbasics.fit`, which never exits."""
     arguments = sys.argv[1:]
     plain_when_captured()  # a pipe, a file, a notebook's `!python -m ...`: no ANSI codes
     resume = [a for a in arguments if a.startswith("resume=")]
