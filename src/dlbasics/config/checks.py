@@ -850,17 +850,6 @@ def check_config(cfg: DictConfig, here: bool = True) -> None:
         check_accelerator(cfg)
 
 
-def check_job(cfg: DictConfig) -> None:
-    """What a job checks itself: :func:`check_config` ran on the command line's configs
-    before any job started (every value of a sweep, both ends of a search's intervals),
-    so only a job on another machine, a SLURM launcher's, checks that machine's devices."""
-    from hydra.core.hydra_config import HydraConfig
-
-    launcher = HydraConfig.get().launcher if HydraConfig.initialized() else {}
-    if "SlurmLauncher" in str(launcher.get("_target_")):
-        check_accelerator(cfg)
-
-
 def check_data_values(cfg: DictConfig) -> None:
     """The batch size, the split's fractions and the generated rows (a user's own data
     config may have none of these keys)."""
