@@ -39,15 +39,10 @@ def _hydra_app(cfg: DictConfig) -> dict | None:
     helper = is_helper_process()  # another rank of a DDP run: the first process owns run_dir
     if helper:
         _quiet_helper()
-    if _CTRL_C["held"]:
-        # Still held while torch and Lightning load: a KeyboardInterrupt raised inside
-        # torch's C++ start-up aborts the whole process (SIGABRT, no cleanup). A few
-        # seconds, after which a Ctrl-C noted meanwhile is acted on.
-        import lightning.pytorch  # noqa: F401
-
-        _CTRL_C["held"] = False  # from here on a Ctrl-C interrupts at once
-        if _CTRL_C["seen"]:  # while Hydra made this run's directory: it goes
-            _interrupted_while_starting(run_dir, helper, in_sweep)
+    # Still held while torch and Lightning load; a Ctrl-C noted since Hydra began making
+    # this run's directory removes it.
+    if _CTRL_C["held"] and _import_torch_held():
+        _interrupted_while_starting(run_dir, helper, in_sweep)
     try:
         return job(cfg)
     except KeyboardInterrupt:
@@ -108,7 +103,8 @@ def main() -> None:
         signal.signal(signal.SIGINT, _on_ctrl_c)  # Python's own, plus a note
     try:
         if resume:
-            _import_torch_held()
+            if _import_torch_held():
+                raise KeyboardInterrupt
             from dlbasics.training.resume import resume_run
             from dlbasics.training.train import train
 
@@ -196,16 +192,16 @@ def _exit_interrupted(message: str) -> None:
         os._exit(130)
 
 
-def _import_torch_held() -> None:
-    """Import torch and Lightning with a Ctrl-C only noted meanwhile (raised inside torch's
-    C++ start-up it would abort the process), then raise it."""
+def _import_torch_held() -> bool:
+    """Import torch and Lightning with a Ctrl-C only noted meanwhile (a KeyboardInterrupt
+    raised inside torch's C++ start-up aborts the whole process: SIGABRT, no cleanup);
+    from then on a Ctrl-C interrupts at once. Whether one was noted, then or before."""
     _CTRL_C["held"] = True
     try:
         import lightning.pytorch  # noqa: F401
     finally:
         _CTRL_C["held"] = False
-    if _CTRL_C["seen"]:
-        raise KeyboardInterrupt
+    return _CTRL_C["seen"]
 
 
 def _end_without_finalizing() -> None:

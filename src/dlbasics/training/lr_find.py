@@ -571,12 +571,10 @@ def _run_test(cfg, settings: dict):
 
     from dlbasics.training.builders import build
     from dlbasics.training.threads import choose_threads
-    from dlbasics.training.train import build_module
+    from dlbasics.training.train import build_module, set_matmul_precision
 
     pl.seed_everything(cfg.seed, verbose=False)  # the run's own initial weights
-    # conf/train.yaml says high; a run saved before the key existed trained with torch's
-    # default, highest, and resumes with it.
-    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision") or "highest")
+    set_matmul_precision(cfg)
     datamodule = build(cfg.data, "data")
     datamodule.setup()
     module = build_module(cfg, datamodule)

@@ -59,9 +59,7 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         if show_config and not _in_sweep():  # a sweep's job: Hydra printed its overrides
             report.print_config(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
-    # conf/train.yaml says high; a run saved before the key existed trained with torch's
-    # default, highest, and resumes with it.
-    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision") or "highest")
+    set_matmul_precision(cfg)
 
     # The data come first: the model is sized from what they report.
     datamodule = build(cfg.data, "data")
@@ -113,12 +111,10 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     except TrainingDiverged as error:
         raise TrainingDiverged(f"{error} {_kept(checkpoint)}") from None
     except SystemExit as error:
-        # How Lightning ends a fit that a signal stopped at once, after its on_exception
-        # hooks (last.ckpt written): SIGTERMException once trainer.received_sigterm is set,
-        # SystemExit(1) raised while it handles a KeyboardInterrupt.
-        if not (trainer.received_sigterm or isinstance(error.__context__, KeyboardInterrupt)):
+        # A fit that a signal stopped at once, after its on_exception hooks (last.ckpt written).
+        signum = _stopping_signal(error, trainer)
+        if signum is None:
             raise
-        signum = signal.SIGTERM if trainer.received_sigterm else signal.SIGINT
         raise _interrupted(
             cfg,
             checkpoint,
@@ -165,6 +161,15 @@ def _test_and_report(cfg, trainer, module, datamodule, loggers, checkpoint, trac
         summary = report.summarise(metrics, datamodule, epochs, checkpoint, outcome)
         report.print_metrics(metrics, cfg.paths.output_dir, summary)
     return metrics
+
+
+def set_matmul_precision(cfg: DictConfig) -> None:
+    """torch's float32 matrix-product precision for the run (``float32_matmul_precision``)."""
+    import torch
+
+    # conf/train.yaml says high; a run saved before the key existed trained with torch's
+    # default, highest, and resumes with it.
+    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision") or "highest")
 
 
 def build_module(cfg: DictConfig, datamodule):
@@ -294,6 +299,21 @@ def share_cores_with_parallel_jobs() -> None:
     )
 
 
+def _stopping_signal(error: BaseException, trainer) -> signal.Signals | None:
+    """The signal behind ``error``, how a fit or test of ``trainer`` ended, or None.
+
+    Lightning ends a SIGTERM with its SIGTERMException (a SystemExit) once
+    ``trainer.received_sigterm`` is set, and a KeyboardInterrupt inside its loops with a
+    SystemExit(1) raised while it handles it; outside its loops the KeyboardInterrupt
+    itself arrives.
+    """
+    if trainer.received_sigterm:
+        return signal.SIGTERM
+    if isinstance(error, KeyboardInterrupt) or isinstance(error.__context__, KeyboardInterrupt):
+        return signal.SIGINT
+    return None
+
+
 @contextlib.contextmanager
 def _interrupt_after_training(cfg: DictConfig, checkpoint, trainer):
     """A Ctrl-C or SIGTERM during the test, the figures or the closing table: the training
@@ -302,15 +322,8 @@ def _interrupt_after_training(cfg: DictConfig, checkpoint, trainer):
     try:
         yield
     except (KeyboardInterrupt, SystemExit) as error:
-        # Lightning turns a KeyboardInterrupt inside trainer.test into SystemExit(1), and
-        # a SIGTERM into its SIGTERMException (a SystemExit) once trainer.received_sigterm.
-        if trainer.received_sigterm:
-            signum = signal.SIGTERM
-        elif isinstance(error, KeyboardInterrupt) or isinstance(
-            error.__context__, KeyboardInterrupt
-        ):
-            signum = signal.SIGINT
-        else:
+        signum = _stopping_signal(error, trainer)
+        if signum is None:
             raise
         evaluate = (
             f" Its metrics: python -m dlbasics.evaluate run={cfg.paths.output_dir}"
