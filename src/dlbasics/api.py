@@ -34,12 +34,14 @@ def fit(
     config_dir: str | Path | Sequence[str | Path] | None = None,
     root_dir: str | Path | None = None,
     **unknown,
-) -> Run:
+) -> Run | Sweep:
     """Train one run and return it.
 
     ``overrides`` are the command line's words, e.g. ``fit("experiment=cnn_digits",
     "trainer.max_epochs=5")``; ``"resume=<run dir>"`` continues a run in place, as
-    ``python -m dlbasics.train resume=...`` does. ``config_dir``: a folder (or several) of
+    ``python -m dlbasics.train resume=...`` does. ``fit(..., "seeds=[0,1,2,3,4]")`` trains
+    five seeds as one vectorised run and returns it as a :class:`~dlbasics.using.run.Sweep`
+    (``by_setting``: each metric's mean and standard deviation; ``runs``: the members). ``config_dir``: a folder (or several) of
     your own configs, searched beside the package's (the command line's ``--config-dir``).
     ``root_dir``: where ``outputs/`` goes (default: the current directory).
     """
@@ -57,14 +59,17 @@ def fit(
     with importable_from_cwd():
         check_command_line(words, config_dirs, multirun=False)
         with _process_settings_kept():
-            return Run(_run_job(words, config_dirs))
+            directory = _run_job(words, config_dirs)
+    from dlbasics.using.saved_run import is_seeds_run
+
+    return Sweep(directory) if is_seeds_run(directory) else Run(directory)
 
 
 def load(path: str | Path) -> Run:
     """The run in ``path`` (a run directory, or a checkpoint file inside one), made by the
     command line or by :func:`fit`."""
     from dlbasics.search.sweeps import read_jobs
-    from dlbasics.using.saved_run import open_run
+    from dlbasics.using.saved_run import is_seeds_run, open_run
 
     if not isinstance(path, str | os.PathLike):
         raise ConfigError(f"load({path!r}): give the run directory as a string or a Path")
@@ -77,12 +82,15 @@ def load(path: str | Path) -> Run:
                 f"load({str(path)!r}): a file; give a run directory (or a checkpoint in its "
                 "checkpoints/ folder)"
             )
-    if given.is_dir() and not (given / ".hydra" / "config.yaml").is_file():
+    if given.is_dir() and (
+        not (given / ".hydra" / "config.yaml").is_file() or is_seeds_run(given)
+    ):
         jobs = sorted(read_jobs(given), key=lambda job: job.number)
         if jobs:
             names = ", ".join(job.run_dir.name for job in jobs[:10])
             raise ConfigError(
-                f"load({str(path)!r}): a sweep directory; load one of its jobs ({names}"
+                f"load({str(path)!r}): a {'seeds= run' if is_seeds_run(given) else 'sweep'} "
+                f"directory; load one of its jobs ({names}"
                 f"{' ...' if len(jobs) > 10 else ''}), e.g. "
                 f"dlbasics.load({str(jobs[0].run_dir)!r}), or the sweep with "
                 f"dlbasics.load_sweep({str(path)!r})"

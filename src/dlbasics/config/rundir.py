@@ -97,7 +97,10 @@ def other_files(directory: Path) -> list[str]:
 
 
 def checkpoints(directory: Path) -> list[Path]:
-    return sorted((directory / "checkpoints").glob("*.ckpt"))
+    """The run's checkpoints, and those of its members (a ``seeds=`` run: ``<k>/checkpoints``)."""
+    return sorted(
+        [*(directory / "checkpoints").glob("*.ckpt"), *directory.glob("[0-9]*/checkpoints/*.ckpt")]
+    )
 
 
 def claim(directory: Path, key: str) -> None:
@@ -151,6 +154,9 @@ def discard_unfinished(directory: Path, reason: str, in_sweep: bool) -> str | No
     if checkpoints(directory):
         return None
     release(directory)
+    members = [d for d in directory.iterdir() if d.name.isdigit() and (d / ".hydra").is_dir()]
+    for path in members:  # a seeds= run's members, none of which wrote a checkpoint
+        shutil.rmtree(path, ignore_errors=True)
     for name in _RUN_FILES:
         path = directory / name
         if path.is_dir() and not path.is_symlink():

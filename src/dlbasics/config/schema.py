@@ -62,6 +62,7 @@ class Train:
     task_name: str = MISSING
     tags: list[str] = MISSING
     seed: int = MISSING
+    seeds: list[int] | None = None
     ckpt_path: str | None = MISSING
     test: bool = MISSING
     gradient_clip_val: float | None = MISSING

@@ -34,7 +34,12 @@ from dlbasics.data.arrays import (
     split_rows,
 )
 from dlbasics.errors import DataError
-from dlbasics.training.batches import OrderedBatches, ShuffledBatches, ShuffledChunks
+from dlbasics.training.batches import (
+    MemberBatches,
+    OrderedBatches,
+    ShuffledBatches,
+    ShuffledChunks,
+)
 
 log = logging.getLogger("dlbasics.data")
 
@@ -231,7 +236,12 @@ class InMemoryDataModule(pl.LightningDataModule):
         # Each epoch's order is read from the trainer when the epoch's first batch is taken
         # (its current_epoch, restored on resume); without a trainer, from set_epoch.
         epoch_of = (lambda: trainer.current_epoch) if trainer is not None else None
-        if getattr(trainer.lightning_module if trainer else None, "takes_chunks", False):
+        module = trainer.lightning_module if trainer else None
+        seeds = getattr(module, "member_seeds", None)
+        if seeds:  # K stacked members, each in its own seed's order (training/seeds.py)
+            chunk = self.steps_per_chunk if module.takes_chunks else None
+            return MemberBatches(x, y, batch_size, seeds, chunk, self.shuffle, epoch_of)
+        if getattr(module, "takes_chunks", False):
             return ShuffledChunks(
                 x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed,
                 epoch_of=epoch_of,

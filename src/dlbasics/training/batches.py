@@ -159,3 +159,57 @@ class OrderedBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         return zip(self.x.split(self.batch_size), self.y.split(self.batch_size), strict=True)
+
+
+class MemberBatches(ShuffledBatches):
+    """Training batches of K stacked members (:mod:`dlbasics.training.seeds`): each
+    minibatch is ``(x, y)`` shaped ``[K, rows, ...]`` and ``[K, rows, ...]``, member ``k``'s
+    rows in the order its own run with seed ``seeds[k]`` would take them (the same
+    :func:`epoch_permutation`), so each member sees exactly its own run's batches.
+
+    With ``steps_per_chunk`` the minibatches come in :class:`Chunk` s (the fast path).
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        seeds: list[int],
+        steps_per_chunk: int | None = None,
+        shuffle: bool = True,
+        epoch_of: Callable[[], int] | None = None,
+    ) -> None:
+        super().__init__(x, y, batch_size, shuffle, seeds[0], epoch_of=epoch_of)
+        self.seeds = list(seeds)
+        self.steps_per_chunk = steps_per_chunk
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return super().__len__()
+
+    def __len__(self) -> int:
+        if self.steps_per_chunk is None:
+            return self.steps_per_epoch
+        return math.ceil(self.steps_per_epoch / self.steps_per_chunk)
+
+    def orders(self) -> torch.Tensor:
+        """``[K, rows]``: each member's order of the training rows this epoch."""
+        n = len(self.x)
+        if not self.shuffle:
+            return torch.arange(n, device=self.x.device).expand(len(self.seeds), n)
+        return torch.stack(
+            [epoch_permutation(n, seed, self.epoch, self.x.device) for seed in self.seeds]
+        )
+
+    def __iter__(self) -> Iterator[Batch | Chunk]:
+        if self.epoch_of is not None:
+            self.epoch = self.epoch_of()
+        minibatches = [
+            (self.x[rows], self.y[rows]) for rows in self.orders().split(self.batch_size, dim=1)
+        ]
+        if self.steps_per_chunk is None:
+            yield from minibatches
+            return
+        for start in range(0, len(minibatches), self.steps_per_chunk):
+            yield Chunk(minibatches[start : start + self.steps_per_chunk])

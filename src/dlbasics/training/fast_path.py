@@ -89,8 +89,13 @@ class ChunkedTraining:
             return False
         if any(listens_per_step(callback) for callback in trainer.callbacks):
             return False
-        # The class that mixes this in: a subclass overriding one of its hooks could notice.
-        owner = next(cls for cls in type(self).__mro__ if ChunkedTraining in cls.__bases__)
+        # The class that mixes this in (or a subclass that says its own training_step takes
+        # chunks, ``trains_chunks = True``): a subclass overriding its hooks could notice.
+        owner = next(
+            cls
+            for cls in type(self).__mro__
+            if ChunkedTraining in cls.__bases__ or cls.__dict__.get("trains_chunks")
+        )
         hooks = (*PER_STEP_HOOKS, "training_step", "backward", "manual_backward")
         return not any(is_overridden(hook, self, parent=owner) for hook in hooks)
 

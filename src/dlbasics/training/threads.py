@@ -57,10 +57,16 @@ def flops_per_step(net: torch.nn.Module, input_shape: Sequence[int], batch_size:
 
 
 def choose_threads(
-    setting, net: torch.nn.Module, datamodule, on_gpu: bool, processes: int = 1
+    setting,
+    net: torch.nn.Module,
+    datamodule,
+    on_gpu: bool,
+    processes: int = 1,
+    members: int = 1,
 ) -> tuple[int, str]:
     """The number of torch threads for this run, and why (for the log); ``processes``: how
-    many processes of the run share this machine's cores (DDP on the CPU)."""
+    many processes of the run share this machine's cores (DDP on the CPU); ``members``: how
+    many copies of ``net`` each step trains (``seeds=``, stacked)."""
     if setting != "auto":
         if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
             raise ConfigError(
@@ -73,7 +79,7 @@ def choose_threads(
     rows = len(datamodule.splits["train"][0]) if getattr(datamodule, "splits", None) else 1
     batch = getattr(datamodule, "batch_size", None) or rows
     try:
-        flops = flops_per_step(net, datamodule.input_shape, batch)
+        flops = members * flops_per_step(net, datamodule.input_shape, batch)
     except Exception:  # a user's net that the meta device cannot run: torch's own choice
         return given, "auto: the work of a step could not be counted"
     if flops <= FLOPS_FOR_MORE_THREADS:

@@ -34,7 +34,12 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     """Run one experiment described by a composed config; return its final metrics.
 
     ``show_config``: print the composed config as a tree first (the command line does;
-    in a notebook ``run.config`` shows it on demand)."""
+    in a notebook ``run.config`` shows it on demand). With ``seeds``, the K seeds train as
+    one vectorised run (:mod:`dlbasics.training.seeds`)."""
+    if cfg.get("seeds"):
+        from dlbasics.training.seeds import train_seeds
+
+        return train_seeds(cfg, show_config=show_config)
     import lightning.pytorch as pl
     import torch
 

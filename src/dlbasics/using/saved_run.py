@@ -148,12 +148,22 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
         _refuse_sweep(path, directory, key)
         raise ConfigError(f"{key}={directory}: not a run directory (no .hydra/config.yaml in it)")
     config = OmegaConf.load(config_file)
+    if config.get("seeds"):  # a seeds= run: its members are the runs
+        _refuse_sweep(path, directory, key, what="a seeds= run's directory")
     _anchor_data_path(config, path)
     _read_as_it_was(config)
     return SavedRun(path, config, key, given)
 
 
-def _refuse_sweep(path: Path, directory: str | Path, key: str) -> None:
+def is_seeds_run(directory: Path) -> bool:
+    """Whether ``directory`` is a ``seeds=`` run (its members are the runs)."""
+    config_file = Path(directory) / ".hydra" / "config.yaml"
+    return config_file.is_file() and bool(OmegaConf.load(config_file).get("seeds"))
+
+
+def _refuse_sweep(
+    path: Path, directory: str | Path, key: str, what: str = "a sweep directory"
+) -> None:
     """A sweep's directory given for a run: a ConfigError naming its job folders."""
     from dlbasics.search.sweeps import read_jobs
 
@@ -163,7 +173,7 @@ def _refuse_sweep(path: Path, directory: str | Path, key: str) -> None:
     names = ", ".join(job.run_dir.name for job in sorted(jobs, key=lambda job: job.number)[:10])
     best = " (its best)" if jobs[0].done else ""
     raise ConfigError(
-        f"{key}={directory}: a sweep directory; give one of its jobs ({names}"
+        f"{key}={directory}: {what}; give one of its jobs ({names}"
         f"{' ...' if len(jobs) > 10 else ''}), e.g. {key}={jobs[0].run_dir}{best}; "
         f"python -m dlbasics.sweeps {directory} lists them, best first"
     )
