@@ -843,6 +843,7 @@ def check_config(cfg: DictConfig, here: bool = True) -> None:
     check_model(cfg)
     check_scheduler(cfg)
     check_search(cfg)
+    check_seeds(cfg)
     check_ckpt_path(cfg)
     check_callbacks(cfg)
     check_figures(cfg)
@@ -913,6 +914,82 @@ def check_search(cfg: DictConfig) -> None:
         raise ConfigError(
             "hparams_search with data.val_fraction=0: trials are compared on the validation "
             "split, and there is none; set data.val_fraction=0.1 (or another share)"
+        )
+
+
+# What ``seeds=`` can stack (dlbasics.training.stacked), and optimizers that act on each
+# weight on its own, so that one optimizer over the stacked weights is K separate ones.
+STACKABLE_NETS = ("dlbasics.nets.LinearRegression", "dlbasics.nets.MLP", "dlbasics.nets.CNN")
+ELEMENTWISE_OPTIMIZERS = (
+    "torch.optim.SGD",
+    "torch.optim.Adam",
+    "torch.optim.AdamW",
+    "torch.optim.RMSprop",
+)
+# Callbacks of a seeds= run: each member gets its own checkpoint (and history, best epoch,
+# figures); the progress bar, model summary and graceful stop serve the whole run.
+SEEDS_CALLBACKS = ("checkpoint", "progress_bar", "model_summary", "graceful_stop")
+
+
+def check_seeds(cfg: DictConfig) -> None:
+    """``seeds``: distinct whole numbers, and a run that K stacked members can be (a net
+    dlbasics can stack, an optimizer and schedule that treat each member as its own run)."""
+    seeds = cfg.get("seeds")
+    if seeds is None:
+        return
+    values = list(seeds) if isinstance(seeds, ListConfig) else None
+    if not values or not all(_is_whole(seed, 0) for seed in values):
+        raise ConfigError(
+            f"seeds={_shown(seeds)}: a list of whole numbers >= 0, e.g. seeds=[0,1,2,3,4]"
+        )
+    repeated = next((seed for seed in values if values.count(seed) > 1), None)
+    if repeated is not None:
+        raise ConfigError(
+            f"seeds={_shown(values)}: seed {repeated} is listed twice; each member needs a "
+            "seed of its own"
+        )
+    shown = f"seeds={_shown(values)}".replace(" ", "")
+    instead = (
+        "; or train each seed as a run of its own: "
+        f"python -m dlbasics.train -m seed={','.join(str(seed) for seed in values)}"
+    )
+    model = str(cfg.model.get("_target_"))
+    if model not in STACKABLE_NETS:
+        raise ConfigError(
+            f"{shown}: stacks dlbasics' own nets (model=linreg, mlp or cnn), not "
+            f"model._target_={model}{instead}"
+        )
+    optimizer = str(cfg.optimizer.get("_target_"))
+    if optimizer not in ELEMENTWISE_OPTIMIZERS:
+        raise ConfigError(
+            f"{shown}: the members share one optimizer over their stacked weights, which is "
+            f"each member's own only for SGD, Adam, AdamW and RMSprop, not {optimizer}{instead}"
+        )
+    scheduler = str((cfg.get("scheduler") or {}).get("_target_", ""))
+    if scheduler.endswith("ReduceLROnPlateau"):
+        raise ConfigError(
+            f"{shown}: scheduler=plateau lowers the learning rate on one run's plateau, and "
+            f"the members share one learning rate; use scheduler=step or cosine{instead}"
+        )
+    if search_selected(cfg):
+        raise ConfigError(f"{shown}: not inside hparams_search (each trial is one run){instead}")
+    if cfg.get("ckpt_path"):
+        raise ConfigError(
+            f"{shown} with ckpt_path: seeds= starts new runs; each member of a seeds= run "
+            "goes on as an ordinary run with resume=<run dir>/<member>"
+        )
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if callback and name not in SEEDS_CALLBACKS:
+            raise ConfigError(
+                f"{shown} with callbacks.{name}: each member gets dlbasics' own checkpoint, "
+                f"history and figures; another callback would see all members as one run, "
+                f"and a member cannot stop early alone; drop it (callbacks.{name}=null){instead}"
+            )
+    devices = str(cfg.trainer.get("devices", 1))
+    if cfg.trainer.get("strategy") == "ddp" or (devices.isdigit() and int(devices) > 1):
+        raise ConfigError(
+            f"{shown}: the members train in one process on one device; use trainer=default "
+            f"(trainer.devices=1){instead}"
         )
 
 

@@ -40,6 +40,7 @@ class RunFigures(Callback):
         draw_every_seconds: draw the progress figures taken so far at most this often.
         evaluate_after_fit: draw the final figures when training ends (no test will run);
             otherwise they are drawn when the test ends.
+        progress: take the progress figures (``False``: the final ones only).
         max_images: at most this many misclassified images in their grid.
         **kinds: ``fitted_line``, ``fitted_plane``, ``weights``, ``decision_regions``, ``predicted_vs_actual``,
             ``residuals``, ``confusion_matrix``, ``misclassified``, ``top_losses``: ``False``
@@ -54,6 +55,7 @@ class RunFigures(Callback):
         draw_every_seconds: float = 60.0,
         evaluate_after_fit: bool = False,
         max_images: int = 32,
+        progress: bool = True,
         **kinds: bool,
     ) -> None:
         unknown = set(kinds) - set(DRAW)
@@ -67,6 +69,7 @@ class RunFigures(Callback):
         self.draw_every_seconds = draw_every_seconds
         self.evaluate_after_fit = evaluate_after_fit
         self.max_images = max_images
+        self.progress = progress
         self.kinds = {kind for kind in DRAW if kinds.get(kind, True)}
         self.seconds = 0.0  # time spent taking and drawing figures
         self.drawn = 0
@@ -85,7 +88,9 @@ class RunFigures(Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epochs_done = trainer.current_epoch + 1
-        if trainer.sanity_checking or self._epochs_done % self.interval(trainer):
+        if not self.progress or trainer.sanity_checking:
+            return
+        if self._epochs_done % self.interval(trainer):
             return
         if self._epochs_done == trainer.max_epochs:
             return  # the final figures take the last epoch

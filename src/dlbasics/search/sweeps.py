@@ -116,7 +116,10 @@ def _objective_column(jobs: list[Job]) -> str:
 
 
 def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
-    """Print the sweep's table(s) and write ``summary.csv`` (and the per-setting file)."""
+    """Print the sweep's table(s) and write ``summary.csv`` (and the per-setting file).
+
+    A ``seeds=`` run is summarised as the sweep over its seeds that it is; its tables say
+    *member* where a sweep's say *job*."""
     from rich.table import Table
 
     from dlbasics.training import report
@@ -131,9 +134,12 @@ def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
     metric_names = sorted({name for job in jobs for name in job.metrics})
     shown = [n for n in metric_names if n.startswith("test/")] or metric_names[:4]
     objective = _objective_column(jobs)
+    from dlbasics.using.saved_run import is_seeds_run
 
-    table = Table(title=f"Sweep summary ({len(jobs)} jobs, best first)", title_justify="left")
-    for column in ("job", *keys, objective, "epoch", *shown):
+    job = "member" if is_seeds_run(sweep_dir) else "job"
+    title = f"{'Seeds' if job == 'member' else 'Sweep'} summary ({len(jobs)} {job}s, best first)"
+    table = Table(title=title, title_justify="left")
+    for column in (job, *keys, objective, "epoch", *shown):
         table.add_column(column, justify="left" if column in keys else "right")
     rows = []
     for job in jobs:
@@ -162,11 +168,12 @@ def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
     console.print(table)
     _write_csv(sweep_dir / SUMMARY_FILE, rows)
     if len(_metrics_compared(jobs)) == 1:  # jobs compared by different metrics have no "best"
-        console.print(f"Best job of this sweep: [bold]{jobs[0].run_dir}[/bold]", soft_wrap=True)
+        best = "Best member" if job == "member" else "Best job of this sweep"
+        console.print(f"{best}: [bold]{jobs[0].run_dir}[/bold]", soft_wrap=True)
     failed = [job for job in jobs if not job.done]
     if failed:
         console.print(
-            f"{len(failed)} job(s) failed: "
+            f"{len(failed)} {job}(s) failed: "
             + ", ".join(
                 f"{job.number} ({(job.failure or 'no result').splitlines()[0]})" for job in failed
             ),

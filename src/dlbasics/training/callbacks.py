@@ -289,8 +289,10 @@ class EpochProgressBar(ProgressBar):
             self._table.add(trainer.current_epoch, trainer.callback_metrics, show=True)
             self._table = None
         if self._progress is not None:
-            # The final state, whatever the throttle skipped (the epoch counter has moved on).
+            # The final state, whatever the throttle skipped (the epoch counter has moved on);
+            # the inner bar of the last epoch would stay behind, half full.
             self._show_epoch(trainer, epochs_done=trainer.current_epoch)
+            self._progress.update(self._chunks, visible=False)
         self._stop()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:

@@ -39,7 +39,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from dlbasics.errors import TrainingDiverged
+from dlbasics.errors import ConfigError, TrainingDiverged
 from dlbasics.training.batches import Batch, Chunk
 from dlbasics.training.module import SupervisedModule
 from dlbasics.training.stacked import stack_nets, view_member
@@ -440,6 +440,7 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     from dlbasics.training.objective import choose_objective, objective_settings
     from dlbasics.training.threads import choose_threads
     from dlbasics.training.train import (
+        _in_sweep,
         _interrupt_after_training,
         _stopping_signal,
         _without,
@@ -447,6 +448,11 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         set_matmul_precision,
     )
 
+    if _in_sweep():  # the command line's checks say so before the sweep starts
+        raise ConfigError(
+            f"-m with seeds={list(cfg[SEEDS_KEY])}: a seeds= run is a sweep over its seeds "
+            "already, in one process; run it without -m, or sweep the seed: -m seed=0,1,2"
+        )
     quiet_lightning()
     report.use_full_width()
     report.log_overrides(cfg)
@@ -480,8 +486,15 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         ]
         member.callbacks += [TrackBest(objective.metric, objective.direction), History(member_dir)]
         if config.get("figures"):
+            # The progress figures (TensorBoard's step slider) of the first member only:
+            # K times the drawing would cost more than the training of small nets.
             member.callbacks.append(
-                build(config.figures, "figures", evaluate_after_fit=not will_test)
+                build(
+                    config.figures,
+                    "figures",
+                    evaluate_after_fit=not will_test,
+                    progress=index == 0,
+                )
             )
         datamodule.save_description(member_dir)
         start_session(member.loggers, config)
