@@ -136,10 +136,10 @@ def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
     objective = _objective_column(jobs)
     from dlbasics.using.saved_run import is_seeds_run
 
-    job = "member" if is_seeds_run(sweep_dir) else "job"
-    title = f"{'Seeds' if job == 'member' else 'Sweep'} summary ({len(jobs)} {job}s, best first)"
+    noun = "member" if is_seeds_run(sweep_dir) else "job"
+    title = f"{'Seeds' if noun == 'member' else 'Sweep'} summary ({len(jobs)} {noun}s, best first)"
     table = Table(title=title, title_justify="left")
-    for column in (job, *keys, objective, "epoch", *shown):
+    for column in (noun, *keys, objective, "epoch", *shown):
         table.add_column(column, justify="left" if column in keys else "right")
     rows = []
     for job in jobs:
@@ -168,12 +168,12 @@ def summarize(sweep_dir: str | Path, console=None) -> list[Job]:
     console.print(table)
     _write_csv(sweep_dir / SUMMARY_FILE, rows)
     if len(_metrics_compared(jobs)) == 1:  # jobs compared by different metrics have no "best"
-        best = "Best member" if job == "member" else "Best job of this sweep"
+        best = "Best member" if noun == "member" else "Best job of this sweep"
         console.print(f"{best}: [bold]{jobs[0].run_dir}[/bold]", soft_wrap=True)
     failed = [job for job in jobs if not job.done]
     if failed:
         console.print(
-            f"{len(failed)} {job}(s) failed: "
+            f"{len(failed)} {noun}(s) failed: "
             + ", ".join(
                 f"{job.number} ({(job.failure or 'no result').splitlines()[0]})" for job in failed
             ),

@@ -388,9 +388,10 @@ def member_config(cfg: DictConfig, index: int, run_dir: Path) -> DictConfig:
 
 
 def member_overrides(overrides: list[str], seed: int) -> list[str]:
-    """The seeds run's overrides as a member's own: ``seeds=[...]`` becomes ``seed=<s>``."""
+    """The seeds run's overrides as a member's own: ``seeds=[...]`` becomes ``seed=<s>``,
+    first, so that the member's TensorBoard name (cut at a length) shows it."""
     kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in (SEEDS_KEY, "seed")]
-    return [*kept, f"seed={seed}"]
+    return [f"seed={seed}", *kept]
 
 
 def write_member_hydra_dir(run_dir: Path, member_dir: Path, member_cfg: DictConfig) -> None:
@@ -569,10 +570,14 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
 
 
 def _kept(members: list[Member]) -> str:
-    kept = [m for m in members if (m.dir / "checkpoints" / "last.ckpt").is_file()]
-    if not kept:
+    """Where the members' checkpoints are, for the closing message."""
+    if not any(_checkpoints(m) for m in members):
         return "No checkpoint was written."
-    return f"Each member's last good checkpoint is kept: {kept[0].dir.parent}/<k>/checkpoints/."
+    return f"Each member's last good checkpoint is kept: {members[0].dir.parent}/<k>/checkpoints/."
+
+
+def _checkpoints(member: Member) -> list[Path]:
+    return sorted((member.dir / "checkpoints").glob("*.ckpt"))
 
 
 def _interrupted(run_dir: Path, members: list[Member], what: str, signum):
@@ -583,5 +588,5 @@ def _interrupted(run_dir: Path, members: list[Member], what: str, signum):
         f"python -m dlbasics.train resume={run_dir}/0 (members 0..{len(members) - 1})",
         exit_code=128 + signum.value,
     )
-    error.keeps_run = any((m.dir / "checkpoints" / "last.ckpt").is_file() for m in members)
+    error.keeps_run = any(_checkpoints(m) for m in members)
     return error
