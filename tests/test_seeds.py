@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tests.conftest import fit_error
 
 import dlbasics
+from conftest import fit_error
 from dlbasics.nets import CNN, MLP, LinearRegression
 from dlbasics.training.batches import MemberBatches, ShuffledBatches
 from dlbasics.training.stacked import stack_nets, stackable
