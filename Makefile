@@ -12,7 +12,7 @@ TORCH_CPU ?= torch==2.13.0
 # With a GPU, PyPI's default (CUDA) build.
 TORCH_GPU ?= torch>=2.3
 
-.PHONY: setup train test test-fast bench bench-predict bench-sweep bench-fit bench-threads bench-ddp tensorboard lint clean
+.PHONY: setup train test test-fast bench bench-predict bench-sweep bench-fit bench-threads bench-seeds bench-ddp tensorboard lint clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,9 @@ bench-fit: setup
 
 bench-threads: setup
 	$(PY) benchmarks/threads_bench.py $(ARGS)
+
+bench-seeds: setup
+	$(PY) benchmarks/seeds_bench.py $(ARGS)
 
 bench-ddp: setup
 	$(PY) benchmarks/ddp_bench.py $(ARGS)

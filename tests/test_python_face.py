@@ -226,6 +226,13 @@ def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch, capfd
     assert len(seeds.runs) == 3 and all(run.metrics for run in seeds.runs)
     assert seeds.dir.parent == tmp_path / "outputs" / "linreg_tiny" / "multiruns"
     assert "Sweep summary" in capfd.readouterr().out  # the child's output was shown
+    # the same three seeds as one vectorised run: the same runs, so the same mean and sd
+    stacked = names["stacked"]
+    assert list(stacked.by_setting["seeds"]) == [3]
+    for column in ("best_mean", "best_std", "test/mse_mean"):
+        assert stacked.by_setting[column].iloc[0] == pytest.approx(
+            seeds.by_setting[column].iloc[0], rel=1e-4, abs=1e-9
+        ), column
 
 
 def test_fits_within_one_second_get_their_own_directories(fit):

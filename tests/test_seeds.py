@@ -182,3 +182,46 @@ def test_each_member_takes_the_rows_in_its_own_runs_order():
         alone.set_epoch(2)
         for (xs, ys), (xa, ya) in zip(stacked, alone, strict=True):
             assert torch.equal(xs[k], xa) and torch.equal(ys[k], ya)
+
+
+@pytest.mark.parametrize(
+    "algorithm, shared, members",
+    [
+        ("SGD", {"nesterov": True, "dampening": 0.0},
+         {"lr": [0.1, 0.01, 0.3], "momentum": [0.9, 0.3, 0.5], "weight_decay": [0.0, 0.01, 0.1]}),
+        ("SGD", {}, {"lr": [0.1, 0.02, 0.3], "momentum": [0.9, 0.0, 0.5]}),
+        ("Adam", {"betas": (0.8, 0.99)}, {"lr": [1e-3, 1e-2, 0.1], "weight_decay": [0.0, 0.1, 0.01]}),
+        ("AdamW", {}, {"lr": [1e-3, 1e-2, 0.1], "weight_decay": [0.0, 0.1, 0.01]}),
+        ("RMSprop", {"centered": True}, {"lr": [1e-3, 1e-2, 3e-2], "momentum": [0.0, 0.9, 0.5]}),
+        ("RMSprop", {}, {"weight_decay": [0.0, 0.1, 0.01]}),
+    ],
+)  # fmt: skip
+def test_the_member_optimizer_steps_as_torchs_does_for_each_member(algorithm, shared, members):
+    from dlbasics.training.member_optimizer import MemberOptimizer
+
+    torch.manual_seed(0)
+    weights = torch.randn(3, 4, 5)
+    stacked = torch.nn.Parameter(weights.clone())
+    optimizer_class = getattr(torch.optim, algorithm)
+    first = {name: values[0] for name, values in members.items()}  # the config's own values
+    template = optimizer_class([torch.nn.Parameter(torch.zeros(1))], **shared, **first)
+    vectorised = MemberOptimizer([stacked], algorithm, template.defaults, members)
+    alone = [torch.nn.Parameter(weights[k].clone()) for k in range(3)]
+    own = [
+        optimizer_class([alone[k]], **shared, **{n: v[k] for n, v in members.items()},
+                        foreach=False)
+        for k in range(3)
+    ]  # fmt: skip
+    for _ in range(5):
+        gradient = torch.randn(3, 4, 5)
+        stacked.grad = gradient.clone()
+        vectorised.step()
+        for k in range(3):
+            alone[k].grad = gradient[k].clone()
+            own[k].step()
+        for k in range(3):
+            torch.testing.assert_close(stacked[k].detach(), alone[k].detach(), rtol=1e-5, atol=1e-6)
+    for k in range(3):  # the member's slice of the state is its own optimizer's state
+        for name, value in own[k].state[alone[k]].items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                torch.testing.assert_close(vectorised.state[stacked][name][k], value)
