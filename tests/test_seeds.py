@@ -112,6 +112,43 @@ def test_a_member_is_used_and_resumed_as_an_ordinary_run(fit):
 
 
 @pytest.mark.parametrize(
+    "setting, member_values, own",
+    [
+        (("optimizer=sgd", "optimizer.momentum=0.9", "optimizer.weight_decay=0.001"),
+         ("members.lr=[0.3,0.03]", "members.momentum=[0.5,0.9]"),
+         ("optimizer.lr=0.03", "optimizer.momentum=0.5")),
+        (("optimizer=adamw",), ("members.weight_decay=[0.0,0.1]",), ("optimizer.weight_decay=0.1",)),
+    ],
+    ids=["sgd-lr-momentum", "adamw-weight-decay"],
+)  # fmt: skip
+def test_members_with_values_of_their_own_end_where_their_own_runs_end(
+    fit, setting, member_values, own
+):
+    stacked = fit(*MOONS, *setting, *QUIET, "trainer.max_epochs=2", "seeds=[3,5]", *member_values)
+    assert len(stacked.runs) == 8 if len(member_values) == 2 else 4
+    # the member with those values and seed 5: the last of its setting, after seed 3
+    index = 2 * {"optimizer.lr=0.03": 2, "optimizer.weight_decay=0.1": 1}[own[0]] + 1
+    member = dlbasics.load(stacked.dir / str(index))
+    assert member.config.seed == 5
+    for word in own:
+        key, value = word.split("=")
+        assert float(member.config.optimizer[key.split(".")[1]]) == float(value)
+    alone = fit(*MOONS, *setting, *QUIET, "trainer.max_epochs=2", "seed=5", *own)
+    _assert_same_weights(
+        _weights(member.dir / "checkpoints" / "last.ckpt"),
+        _weights(alone.dir / "checkpoints" / "last.ckpt"),
+    )
+    saved = torch.load(member.dir / "checkpoints" / "last.ckpt", weights_only=False)
+    group = saved["optimizer_states"][0]["param_groups"][0]
+    for word in own:  # its own values, where its own torch optimizer resumes them
+        key, value = word.split("=")
+        assert group[key.split(".")[1]] == float(value)
+        assert saved["hyper_parameters"]["optimizer"][key.split(".")[1]] == float(value)
+    resumed = fit(f"resume={member.dir}", "trainer.max_epochs=3")
+    assert len(resumed.history) == 3
+
+
+@pytest.mark.parametrize(
     "words, expected",
     [
         (("seeds=[0,1,1]",), "seed 1 is listed twice"),
@@ -119,19 +156,22 @@ def test_a_member_is_used_and_resumed_as_an_ordinary_run(fit):
         (("seeds=[0,1]", "callbacks=early_stopping"), "callbacks.early_stopping"),
         (("seeds=[0,1]", "optimizer._target_=torch.optim.Adagrad"), "SGD, Adam, AdamW and RMSprop"),
         (("seeds=[0,1]", "~model", "+model._target_=torch.nn.Identity"), "model._target_=torch.nn.Identity"),
+        (("members.lr=[0.1,0]",), "members.lr=[0.1, 0]: a list of different numbers above 0"),
+        (("members.momentum=[0.5,0.9]",), "optimizer=sgd or rmsprop"),
+        (("members.lr=[0.1,0.01]", "scheduler=step"), "use scheduler=none"),
     ],
 )  # fmt: skip
 def test_what_cannot_be_stacked_is_one_line_with_the_way_round(fit, words, expected):
     message = fit_error(fit, *words)
     assert expected in message and "\n" not in message
-    if "twice" not in expected:
+    if "twice" not in expected and "members" not in " ".join(words):
         assert "-m seed=0,1" in message
 
 
 def test_a_seeds_run_inside_a_multirun_is_refused_before_it_starts():
     from dlbasics.config.prechecks import check_command_line
 
-    with pytest.raises(dlbasics.ConfigError, match=r"-m with seeds=\[0, 1\]"):
+    with pytest.raises(dlbasics.ConfigError, match=r"-m with seeds= or members"):
         check_command_line(["seeds=[0,1]", "optimizer.lr=0.1,0.01"], [], multirun=True)
 
 
@@ -140,7 +180,7 @@ def test_a_diverging_member_names_its_seed(fit):
         fit, "model=linreg", "data=linear", "optimizer=sgd", "optimizer.lr=5",
         "trainer.max_epochs=30", *QUIET, "seeds=[0,1]",
     )  # fmt: skip
-    assert message.startswith("seed 0 (member 0): the training loss became")
+    assert message.startswith("member 0 (seed 0): the training loss became")
     folder = message.split("checkpoint is kept: ")[1].split("<k>")[0]
     for checkpoint in Path(folder).glob("*/checkpoints/*.ckpt"):  # the diverged weights: none
         assert all(torch.isfinite(t).all() for t in _weights(checkpoint).values()), checkpoint

@@ -34,6 +34,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from dlbasics.config.members import is_stacked, seeds_of, varied
 from dlbasics.config.schema import ACTIVATIONS, SCHEMAS, keys_of
 from dlbasics.config.schema import Data as DATA_DEFAULTS
 from dlbasics.config.tree import CONFIG_DIR, group_options
@@ -932,27 +933,47 @@ SEEDS_CALLBACKS = ("checkpoint", "progress_bar", "model_summary", "graceful_stop
 
 
 def check_seeds(cfg: DictConfig) -> None:
-    """``seeds``: distinct whole numbers, and a run that K stacked members can be (a net
-    dlbasics can stack, an optimizer and schedule that treat each member as its own run)."""
-    seeds = cfg.get("seeds")
-    if seeds is None:
+    """``seeds`` and ``members.*``: lists of values that work, and a run that its stacked
+    members can be (a net dlbasics can stack, an optimizer and schedule that treat each
+    member as its own run)."""
+    if not is_stacked(cfg):
         return
-    values = list(seeds) if isinstance(seeds, ListConfig) else None
-    if not values or not all(_is_whole(seed, 0) for seed in values):
-        raise ConfigError(
-            f"seeds={_shown(seeds)}: a list of whole numbers >= 0, e.g. seeds=[0,1,2,3,4]"
-        )
-    repeated = next((seed for seed in values if values.count(seed) > 1), None)
-    if repeated is not None:
-        raise ConfigError(
-            f"seeds={_shown(values)}: seed {repeated} is listed twice; each member needs a "
-            "seed of its own"
-        )
-    shown = f"seeds={_shown(values)}".replace(" ", "")
-    instead = (
-        "; or train each seed as a run of its own: "
-        f"python -m dlbasics.train -m seed={','.join(str(seed) for seed in values)}"
+    seeds = cfg.get("seeds")
+    if seeds is not None:
+        values = list(seeds) if isinstance(seeds, ListConfig) else None
+        if not values or not all(_is_whole(seed, 0) for seed in values):
+            raise ConfigError(
+                f"seeds={_shown(seeds)}: a list of whole numbers >= 0, e.g. seeds=[0,1,2,3,4]"
+            )
+        repeated = next((seed for seed in values if values.count(seed) > 1), None)
+        if repeated is not None:
+            raise ConfigError(
+                f"seeds={_shown(values)}: seed {repeated} is listed twice; each member needs a "
+                "seed of its own"
+            )
+    lists = varied(cfg)
+    for key, values in lists.items():
+        low, what = (0, "above 0") if key == "lr" else (None, ">= 0")
+        if (
+            not values
+            or not all(_is_number(v) and v >= 0 and (low is None or v > low) for v in values)
+            or (key == "momentum" and not all(v < 1 for v in values))
+            or len(set(values)) < len(values)
+        ):
+            bound = "between 0 and 1" if key == "momentum" else what
+            raise ConfigError(
+                f"members.{key}=[{', '.join(_shown(v) for v in values)}]: a list of different "
+                f"numbers {bound}, one "
+                f"optimizer.{key} for each setting, e.g. members.{key}=[0.001,0.01,0.1]"
+            )
+    words = [f"seeds={_shown(seeds)}".replace(" ", "")] if seeds is not None else []
+    words += [f"members.{k}={_shown(v)}".replace(" ", "") for k, v in lists.items()]
+    shown = " ".join(words)
+    sweep = " ".join(
+        [f"seed={','.join(str(s) for s in seeds_of(cfg))}"]
+        + [f"optimizer.{k}={','.join(str(v) for v in values)}" for k, values in lists.items()]
     )
+    instead = f"; or train each as a run of its own: python -m dlbasics.train -m {sweep}"
     model = str(cfg.model.get("_target_"))
     if model not in STACKABLE_NETS:
         raise ConfigError(
@@ -965,7 +986,24 @@ def check_seeds(cfg: DictConfig) -> None:
             f"{shown}: the members share one optimizer over their stacked weights, which is "
             f"each member's own only for SGD, Adam, AdamW and RMSprop, not {optimizer}{instead}"
         )
+    if "momentum" in lists and optimizer.split(".")[-1] not in ("SGD", "RMSprop"):
+        raise ConfigError(
+            f"{shown}: {optimizer} has no momentum (Adam's is its betas); members.momentum "
+            "suits optimizer=sgd or rmsprop"
+        )
+    flags = [k for k in ("amsgrad", "maximize") if cfg.optimizer.get(k)]
+    if lists and flags:
+        raise ConfigError(
+            f"{shown} with optimizer.{flags[0]}=true: members with values of their own are "
+            f"stepped by dlbasics' copy of torch's {optimizer}, which leaves {flags[0]} out"
+            f"{instead}"
+        )
     scheduler = str((cfg.get("scheduler") or {}).get("_target_", ""))
+    if "lr" in lists and scheduler:
+        raise ConfigError(
+            f"{shown} with a scheduler: members with learning rates of their own keep them "
+            f"fixed; use scheduler=none{instead}"
+        )
     if scheduler.endswith("ReduceLROnPlateau"):
         raise ConfigError(
             f"{shown}: scheduler=plateau lowers the learning rate on one run's plateau, and "

@@ -25,12 +25,13 @@ def check_command_line(overrides: list[str], config_dirs: list[str], multirun: b
     configs = check_search_command(overrides, configs, multirun, config_dirs)
     if multirun:
         check_multirun_processes(overrides, configs, config_dirs)
-        seeds = next((cfg.seeds for cfg in configs if cfg.get("seeds")), None)
-        if seeds is not None:
+        from dlbasics.config.members import is_stacked
+
+        if any(is_stacked(cfg) for cfg in configs):
             from dlbasics.errors import ConfigError
 
             raise ConfigError(
-                f"-m with seeds={list(seeds)}: a seeds= run is a sweep over its seeds "
+                "-m with seeds= or members.*: a stacked run is a sweep over its members "
                 "already, in one process; run it without -m, or sweep the seed: -m seed=0,1,2"
             )
     check_run_dir_free(overrides, multirun)

@@ -55,6 +55,15 @@ class LrFind:
 
 
 @dataclass
+class Members:
+    """Optimizer values that differ between the members of one stacked run (``seeds=``)."""
+
+    lr: list[float] | None = None
+    weight_decay: list[float] | None = None
+    momentum: list[float] | None = None
+
+
+@dataclass
 class Train:
     """The top-level keys. A group's node is typed by its option's own schema, or not at
     all (a user's own option), so each group is ``Any`` here."""
@@ -63,6 +72,7 @@ class Train:
     tags: list[str] = MISSING
     seed: int = MISSING
     seeds: list[int] | None = None
+    members: Members = MISSING
     ckpt_path: str | None = MISSING
     test: bool = MISSING
     gradient_clip_val: float | None = MISSING

@@ -39,14 +39,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
+from dlbasics.config.members import SEEDS_KEY, member_settings, varied
 from dlbasics.errors import ConfigError, TrainingDiverged
 from dlbasics.training.batches import Batch, Chunk
 from dlbasics.training.module import SupervisedModule
 from dlbasics.training.stacked import stack_nets, view_member
 
 log = logging.getLogger("dlbasics")
-
-SEEDS_KEY = "seeds"
 
 
 class SeedsModule(SupervisedModule):
@@ -59,11 +58,40 @@ class SeedsModule(SupervisedModule):
 
     trains_chunks = True  # its training_step takes the fast path's chunks too
 
-    def __init__(self, nets: list[torch.nn.Module], seeds: list[int], **hparams: Any) -> None:
+    def __init__(
+        self,
+        nets: list[torch.nn.Module],
+        seeds: list[int],
+        member_values: dict[str, list[float]] | None = None,
+        **hparams: Any,
+    ) -> None:
         super().__init__(**hparams)
         self.member_seeds = list(seeds)  # the datamodule serves each member its own order
+        # optimizer.<key> of each member where they differ (members.lr=[...]), else {}
+        self.member_values = dict(member_values or {})
         self.net = stack_nets(nets)
         self.member_metrics: list[dict[str, torch.Tensor]] = [{} for _ in seeds]
+
+    def configure_optimizers(self) -> Any:
+        """The run's optimizer over the stacked weights (fused where torch has a kernel);
+        where members differ in its values, :class:`MemberOptimizer` with each one's own."""
+        if not self.member_values:
+            return super().configure_optimizers()
+        from hydra.utils import instantiate
+
+        from dlbasics.training.member_optimizer import MemberOptimizer
+
+        template = instantiate(self.hparams.optimizer)(self.parameters())  # its settings
+        return MemberOptimizer(
+            self.parameters(), type(template).__name__, template.defaults, self.member_values
+        )
+
+    def member_learning_rate(self, index: int) -> float:
+        """Member ``index``'s learning rate now."""
+        optimizer = self.optimizers().optimizer
+        if hasattr(optimizer, "member_value"):
+            return optimizer.member_value("lr", index)
+        return optimizer.param_groups[0]["lr"]
 
     @property
     def members(self) -> int:
@@ -107,7 +135,6 @@ class SeedsModule(SupervisedModule):
             grad.mul_(scale.view(-1, *[1] * (grad.dim() - 1)))
 
     def on_train_epoch_end(self) -> None:
-        learning_rate = self.optimizers().param_groups[0]["lr"]
         losses = torch.stack(self._step_losses).double()  # [steps, K]
         rows = torch.tensor(self._step_rows, dtype=losses.dtype, device=losses.device)
         predictions = torch.cat([p for p, _ in self._step_outputs], dim=1)
@@ -119,11 +146,12 @@ class SeedsModule(SupervisedModule):
         totals = torch.cat([(losses * rows[:, None]).sum(dim=0)[:, None], scores], dim=1).cpu()
         count = int(rows.sum())
         for k, seed in enumerate(self.member_seeds):
+            learning_rate = self.member_learning_rate(k)
             if not math.isfinite(float(totals[k, 0])):
                 try:
                     self._diverged(losses[:, k].cpu(), learning_rate)
                 except TrainingDiverged as error:
-                    raise TrainingDiverged(f"seed {seed} (member {k}): {error}") from None
+                    raise TrainingDiverged(f"member {k} (seed {seed}): {error}") from None
             score = totals[k, 1] if self.task == "classification" else totals[k, 1:]
             self.member_metrics[k].update(
                 {
@@ -197,13 +225,17 @@ class Member:
     """One member of a seeds run: its seed, run directory, config and what writes it."""
 
     index: int
-    seed: int
+    settings: dict  # its seed, and its own optimizer values (members.lr=[...])
     dir: Path
     config: DictConfig
     module: SupervisedModule  # its weights are views of the stacked ones while training
     callbacks: list[pl.Callback] = field(default_factory=list)
     loggers: list = field(default_factory=list)
     metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # as the module measured
+
+    @property
+    def seed(self) -> int:
+        return int(self.settings["seed"])
 
 
 class KeptInMemory(TorchCheckpointIO):
@@ -233,7 +265,7 @@ def member_checkpoint(checkpoint: dict[str, Any], index: int) -> dict[str, Any]:
                 }
                 for key, state in optimizer["state"].items()
             },
-            "param_groups": optimizer["param_groups"],
+            "param_groups": [dict(group) for group in optimizer["param_groups"]],
         }
         for optimizer in checkpoint.get("optimizer_states", [])
     ]
@@ -281,6 +313,11 @@ class MemberTrainer:
     def save_checkpoint(self, filepath: Any, weights_only: bool = False, storage_options=None):
         self._trainer.save_checkpoint(filepath, weights_only=weights_only)  # kept in memory
         checkpoint = member_checkpoint(self._io.checkpoint, self._member.index)
+        # The member's own module and optimizer settings (its lr, where members differ).
+        checkpoint["hyper_parameters"] = dict(self._member.module.hparams)
+        for optimizer in checkpoint["optimizer_states"]:
+            for group in optimizer["param_groups"]:
+                group.update({k: v for k, v in self._member.settings.items() if k != "seed"})
         for callback in self._member.callbacks:
             state = callback.state_dict()
             if state:
@@ -377,39 +414,53 @@ def _best_path(member: Member) -> Path | None:
     return None
 
 
-def member_config(cfg: DictConfig, index: int, run_dir: Path) -> DictConfig:
-    """Member ``index``'s config: the run's, with its own ``seed`` and directory."""
-    member = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
-    seed = int(cfg[SEEDS_KEY][index])
-    member.seed = seed
+def as_member(config: DictConfig, settings: dict) -> DictConfig:
+    """``config`` (a run's, or its saved ``.hydra/config.yaml``) as a member's: its own
+    ``seed`` and optimizer values, no ``seeds`` or ``members`` lists."""
+    member = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
+    member.seed = int(settings["seed"])
     member[SEEDS_KEY] = None
+    for key in ("lr", "weight_decay", "momentum"):
+        if "members" in member:
+            member.members[key] = None
+        if key in settings:
+            member.optimizer[key] = float(settings[key])
+    return member
+
+
+def member_config(cfg: DictConfig, index: int, run_dir: Path, settings: dict) -> DictConfig:
+    """Member ``index``'s config: the run's, with its own values and directory."""
+    member = as_member(cfg, settings)
     member.paths.output_dir = str(run_dir / str(index))
     return member
 
 
-def member_overrides(overrides: list[str], seed: int) -> list[str]:
-    """The seeds run's overrides as a member's own: ``seeds=[...]`` becomes ``seed=<s>``,
-    first, so that the member's TensorBoard name (cut at a length) shows it."""
-    kept = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in (SEEDS_KEY, "seed")]
-    return [f"seed={seed}", *kept]
+def member_overrides(overrides: list[str], settings: dict) -> list[str]:
+    """The stacked run's overrides as a member's own: ``seeds=[...]`` becomes ``seed=<s>``
+    and ``members.lr=[...]`` ``optimizer.lr=<v>``, first, so that the member's TensorBoard
+    name (cut at a length) shows them."""
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~")
+
+    own = [f"optimizer.{k}={v}" for k, v in settings.items() if k != "seed"]
+    replaced = {SEEDS_KEY, "seed", *(o.split("=")[0] for o in own)}
+    kept = [o for o in overrides if key(o) not in replaced and not key(o).startswith("members")]
+    return [*own, f"seed={settings['seed']}", *kept]
 
 
-def write_member_hydra_dir(run_dir: Path, member_dir: Path, member_cfg: DictConfig) -> None:
+def write_member_hydra_dir(run_dir: Path, member_dir: Path, settings: dict) -> None:
     """``<member>/.hydra/``: what Hydra wrote for the run, as a job of a multirun over the
     seed would have it (its seed, overrides and output directory)."""
     source, target = run_dir / ".hydra", member_dir / ".hydra"
     target.mkdir(parents=True, exist_ok=True)
-    saved = OmegaConf.load(source / "config.yaml") if (source / "config.yaml").is_file() else None
-    config = saved if saved is not None else OmegaConf.create({})
-    config.seed = member_cfg.seed
-    config[SEEDS_KEY] = None
-    OmegaConf.save(config, target / "config.yaml")
+    OmegaConf.save(as_member(OmegaConf.load(source / "config.yaml"), settings), target / "config.yaml")
     overrides = (
         [str(o) for o in OmegaConf.load(source / "overrides.yaml")]
         if (source / "overrides.yaml").is_file()
         else []
     )
-    overrides = member_overrides(overrides, int(member_cfg.seed))
+    overrides = member_overrides(overrides, settings)
     OmegaConf.save(OmegaConf.create(overrides), target / "overrides.yaml")
     if (source / "hydra.yaml").is_file():
         hydra = OmegaConf.load(source / "hydra.yaml")
@@ -451,8 +502,8 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
 
     if _in_sweep():  # the command line's checks say so before the sweep starts
         raise ConfigError(
-            f"-m with seeds={list(cfg[SEEDS_KEY])}: a seeds= run is a sweep over its seeds "
-            "already, in one process; run it without -m, or sweep the seed: -m seed=0,1,2"
+            "-m with seeds= or members.*: a stacked run is a sweep over its members already, "
+            "in one process; run it without -m, or sweep the seed: -m seed=0,1,2"
         )
     quiet_lightning()
     report.use_full_width()
@@ -460,7 +511,8 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     if show_config:
         report.print_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    seeds = [int(seed) for seed in cfg[SEEDS_KEY]]
+    settings = member_settings(cfg)
+    seeds = [int(setting["seed"]) for setting in settings]
     set_matmul_precision(cfg)
     pl.seed_everything(seeds[0], verbose=False)
     datamodule = build(cfg.data, "data")
@@ -470,15 +522,15 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     will_test = bool(cfg.test) and datamodule.has_split("test")
 
     members: list[Member] = []
-    for index, seed in enumerate(seeds):
-        config = member_config(cfg, index, run_dir)
+    for index, own in enumerate(settings):
+        config = member_config(cfg, index, run_dir, own)
         member_dir = Path(config.paths.output_dir)
-        write_member_hydra_dir(run_dir, member_dir, config)
+        write_member_hydra_dir(run_dir, member_dir, own)
         for entry in (config.get("logger") or {}).values():  # TensorBoard lists it by its seed
             if entry and OmegaConf.to_container(entry).get("name") == "${dlbasics_run_name:}":
-                entry.name = run_name(choices, member_overrides(overrides, seed))
-        pl.seed_everything(seed, verbose=False)  # as its own run: its weights start there
-        member = Member(index, seed, member_dir, config, build_module(config, datamodule))
+                entry.name = run_name(choices, member_overrides(overrides, own))
+        pl.seed_everything(own["seed"], verbose=False)  # as its own run: its weights start there
+        member = Member(index, own, member_dir, config, build_module(config, datamodule))
         member.loggers = build_loggers(config.logger)
         member.callbacks = [
             c
@@ -500,7 +552,10 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         datamodule.save_description(member_dir)
         start_session(member.loggers, config)
         members.append(member)
-    module = SeedsModule([m.module.net for m in members], seeds, **members[0].module.hparams)
+    per_member = {key: [own[key] for own in settings] for key in varied(cfg)}
+    module = SeedsModule(
+        [m.module.net for m in members], seeds, per_member, **members[0].module.hparams
+    )
 
     io = KeptInMemory()
     callbacks = [
@@ -529,7 +584,13 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     )
     torch.set_num_threads(threads)
     log.info("torch threads: %d (%s)", threads, why, extra=report.FILE_ONLY)
-    log.info("seeds: %s, trained as one stacked run into %s/<0..%d>", seeds, run_dir, len(seeds) - 1)
+    log.info(
+        "%d members (%s) trained as one stacked run into %s/<0..%d>",
+        len(settings),
+        ", ".join(" ".join(f"{k}={v}" for k, v in own.items()) for own in settings),
+        run_dir,
+        len(settings) - 1,
+    )
 
     try:
         trainer.fit(module, datamodule=datamodule)

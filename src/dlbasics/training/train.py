@@ -36,7 +36,9 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     ``show_config``: print the composed config as a tree first (the command line does;
     in a notebook ``run.config`` shows it on demand). With ``seeds``, the K seeds train as
     one vectorised run (:mod:`dlbasics.training.seeds`)."""
-    if cfg.get("seeds"):
+    from dlbasics.config.members import is_stacked
+
+    if is_stacked(cfg):
         from dlbasics.training.seeds import train_seeds
 
         return train_seeds(cfg, show_config=show_config)

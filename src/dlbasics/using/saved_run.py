@@ -148,7 +148,7 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
         _refuse_sweep(path, directory, key)
         raise ConfigError(f"{key}={directory}: not a run directory (no .hydra/config.yaml in it)")
     config = OmegaConf.load(config_file)
-    if config.get("seeds"):  # a seeds= run: its members are the runs
+    if is_seeds_run(path):  # a seeds= run: its members are the runs
         _refuse_sweep(path, directory, key, what="a seeds= run's directory")
     _anchor_data_path(config, path)
     _read_as_it_was(config)
@@ -157,8 +157,10 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
 
 def is_seeds_run(directory: Path) -> bool:
     """Whether ``directory`` is a ``seeds=`` run (its members are the runs)."""
+    from dlbasics.config.members import is_stacked
+
     config_file = Path(directory) / ".hydra" / "config.yaml"
-    return config_file.is_file() and bool(OmegaConf.load(config_file).get("seeds"))
+    return config_file.is_file() and is_stacked(OmegaConf.load(config_file))
 
 
 def _refuse_sweep(
