@@ -19,6 +19,10 @@ loop, one optimizer over stacked weights:
   as a sweep (:func:`dlbasics.search.sweeps.summarize`: each metric's mean and standard
   deviation), which ``dlbasics.load_sweep`` reads.
 
+Members may also differ in their optimizer's ``lr``, ``weight_decay`` or ``momentum``
+(``members.lr=[...]``, every value with every seed, :mod:`dlbasics.config.members`); their
+steps are then :class:`~dlbasics.training.member_optimizer.MemberOptimizer`'s.
+
 The members' own callbacks (best and last checkpoints, best epoch, history, figures) are
 dlbasics' ordinary ones. :class:`Members` calls their hooks with a :class:`MemberTrainer`,
 which shows them the member's metrics, loggers and checkpoints in place of the seeds run's.
