@@ -229,7 +229,7 @@ def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch, capfd
     # the same three seeds as one vectorised run: the same runs, so the same mean and sd
     stacked = names["stacked"]
     assert list(stacked.by_setting["seeds"]) == [3]
-    for column in ("best_mean", "best_std", "test/mse_mean"):
+    for column in ("best_mean", "best_std", "train/loss_mean"):
         assert stacked.by_setting[column].iloc[0] == pytest.approx(
             seeds.by_setting[column].iloc[0], rel=1e-4, abs=1e-9
         ), column

@@ -386,6 +386,16 @@ README_RUNS = {
         "test/acc",
         0.75,
     ),
+    # Seeds (and learning rates) as one stacked run: every member wrote its metrics.
+    "python -m dlbasics.train experiment=mlp_moons 'seeds=[0,1,2,3,4]'": (
+        ["trainer.max_epochs=3", "data.n_samples=1000"],
+        "test/acc",
+        0.8,
+    ),
+    (
+        "python -m dlbasics.train experiment=mlp_moons 'seeds=[0,1,2]' "
+        "'members.lr=[0.0003,0.003,0.03]'"
+    ): (["trainer.max_epochs=3", "data.n_samples=1000"], "test/acc", 0.75),
     "python -m dlbasics.train 'hydra.searchpath=[file://my_conf]' model=wide data=parabola": (
         ["trainer.max_epochs=30", "optimizer.lr=0.01"],
         "test/r2",
