@@ -604,10 +604,12 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         signum = _stopping_signal(error, trainer)
         if signum is None:
             raise
-        raise _interrupted(run_dir, members, f"Stopped at once by {signum.name}", signum) from None
+        what = f"Stopped at once by {signum.name} after {trainer.current_epoch} whole epochs"
+        raise _interrupted(run_dir, members, what, signum) from None
     if stop is not None and stop.stopped:
         signum = stop.received or signal.SIGTERM
-        raise _interrupted(run_dir, members, f"Stopped by {signum.name}", signum)
+        what = f"Stopped by {signum.name} after {trainer.current_epoch} epochs"
+        raise _interrupted(run_dir, members, what, signum)
 
     with _interrupt_after_training(cfg, None, trainer):
         epochs = trainer.current_epoch
@@ -649,7 +651,7 @@ def _interrupted(run_dir: Path, members: list[Member], what: str, signum):
     from dlbasics.errors import RunInterrupted
 
     error = RunInterrupted(
-        f"{what}; {_kept(members)} A member goes on as an ordinary run: "
+        f"{what}. {_kept(members)} A member goes on as an ordinary run: "
         f"python -m dlbasics.train resume={run_dir}/0 (members 0..{len(members) - 1})",
         exit_code=128 + signum.value,
     )
