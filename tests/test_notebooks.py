@@ -31,6 +31,8 @@ assert {"fitted_line"} <= set(line.figures) and {"fitted_plane", "weights"} <= s
 assert set(table.index) == {"relu", "tanh", "sigmoid"}
 assert table["test/acc"].max() > 0.9, table
 assert all(len(run.history) == 15 for run in runs.values())
+assert list(spread) == ["relu", "sigmoid"] and all(s["seeds"] == 5 for s in spread.values())
+assert spread["relu"]["test/acc_mean"] > 0.9 and spread["relu"]["test/acc_std"] > 0
 """,
     "03_cnn_digits.ipynb": """
 assert cnn.metrics["test/acc"] > 0.85, cnn.metrics

@@ -265,3 +265,40 @@ def test_the_member_optimizer_steps_as_torchs_does_for_each_member(algorithm, sh
         for name, value in own[k].state[alone[k]].items():
             if isinstance(value, torch.Tensor) and value.dim() > 0:
                 torch.testing.assert_close(vectorised.state[stacked][name][k], value)
+
+
+def test_ctrl_c_stops_every_member_with_a_checkpoint_each_resumes_from(fit, tmp_path):
+    """A notebook's interrupt: the members stop at an epoch's end, each keeps its
+    last.ckpt, the run is kept, and any member goes on as an ordinary run."""
+    import os
+    import signal
+    import threading
+    import time
+
+    stop = threading.Event()
+
+    def interrupt_once_training() -> None:
+        while not stop.is_set():  # the members' data.json is written just before training
+            if list(tmp_path.glob("outputs/train/runs/*/1/data.json")):
+                time.sleep(2)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=interrupt_once_training, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(dlbasics.RunInterrupted) as caught:
+            fit("model=linreg", "data=linear", "data.n_samples=2000", "data.batch_size=8",
+                "trainer.max_epochs=10000", *QUIET, "seeds=[0,1]")  # fmt: skip
+    finally:
+        stop.set()
+    message = str(caught.value)
+    assert message.startswith("Stopped by SIGINT after") and "resume=" in message
+    run_dir = Path(message.split("python -m dlbasics.train resume=", 1)[1].split(" ")[0]).parent
+    for member in ("0", "1"):
+        assert (run_dir / member / "checkpoints" / "last.ckpt").is_file()
+    done = len(dlbasics.load(run_dir / "1").history)
+    assert done >= 1
+    resumed = fit(f"resume={run_dir / '1'}", f"trainer.max_epochs={done + 1}")
+    assert list(resumed.history.index) == list(range(1, done + 2))
