@@ -41,8 +41,9 @@ def fit(
     "trainer.max_epochs=5")``; ``"resume=<run dir>"`` continues a run in place, as
     ``python -m dlbasics.train resume=...`` does. ``fit(..., "seeds=[0,1,2,3,4]")`` trains
     five seeds as one vectorised run and returns it as a :class:`~dlbasics.using.run.Sweep`
-    (``by_setting``: each metric's mean and standard deviation; ``runs``: the members). ``config_dir``: a folder (or several) of
-    your own configs, searched beside the package's (the command line's ``--config-dir``).
+    (``by_setting``: each metric's mean and standard deviation; ``runs``: the members).
+    ``config_dir``: a folder (or several) of your own configs, searched beside the
+    package's (the command line's ``--config-dir``).
     ``root_dir``: where ``outputs/`` goes (default: the current directory).
     """
     words = _check_call("fit", overrides, unknown)

@@ -34,5 +34,7 @@ def member_settings(cfg: DictConfig) -> list[dict]:
     ``members`` lists (the first list varying slowest), and within it every seed.
     ``[{"seed": 0, "lr": 0.01}, {"seed": 1, "lr": 0.01}, ...]``."""
     lists = varied(cfg)
-    settings = [dict(zip(lists, values, strict=True)) for values in itertools.product(*lists.values())]
+    settings = [
+        dict(zip(lists, values, strict=True)) for values in itertools.product(*lists.values())
+    ]
     return [{"seed": seed, **setting} for setting in settings for seed in seeds_of(cfg)]
