@@ -43,7 +43,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 
-from dlbasics.config.members import SEEDS_KEY, member_settings, varied
+from dlbasics.config.members import (
+    member_config,
+    member_record,
+    member_settings,
+    varied,
+    write_member_hydra_dir,
+)
 from dlbasics.errors import ConfigError, TrainingDiverged
 from dlbasics.training.batches import Batch, Chunk
 from dlbasics.training.module import SupervisedModule
@@ -418,62 +424,43 @@ def _best_path(member: Member) -> Path | None:
     return None
 
 
-def as_member(config: DictConfig, settings: dict) -> DictConfig:
-    """``config`` (a run's, or its saved ``.hydra/config.yaml``) as a member's: its own
-    ``seed`` and optimizer values, no ``seeds`` or ``members`` lists."""
-    member = OmegaConf.create(OmegaConf.to_container(config, resolve=False))
-    member.seed = int(settings["seed"])
-    member[SEEDS_KEY] = None
-    for key in ("lr", "weight_decay", "momentum"):
-        if "members" in member:
-            member.members[key] = None
-        if key in settings:
-            member.optimizer[key] = float(settings[key])
-    return member
-
-
-def member_config(cfg: DictConfig, index: int, run_dir: Path, settings: dict) -> DictConfig:
-    """Member ``index``'s config: the run's, with its own values and directory."""
-    member = as_member(cfg, settings)
-    member.paths.output_dir = str(run_dir / str(index))
-    return member
-
-
-def member_overrides(overrides: list[str], settings: dict) -> list[str]:
-    """The stacked run's overrides as a member's own: ``seeds=[...]`` becomes ``seed=<s>``
-    and ``members.lr=[...]`` ``optimizer.lr=<v>``, first, so that the member's TensorBoard
-    name (cut at a length) shows them."""
-
-    def key(override: str) -> str:
-        return override.split("=", 1)[0].lstrip("+~")
-
-    own = [f"optimizer.{k}={v}" for k, v in settings.items() if k != "seed"]
-    replaced = {SEEDS_KEY, "seed", *(o.split("=")[0] for o in own)}
-    kept = [o for o in overrides if key(o) not in replaced and not key(o).startswith("members")]
-    return [*own, f"seed={settings['seed']}", *kept]
-
-
-def write_member_hydra_dir(run_dir: Path, member_dir: Path, settings: dict) -> None:
-    """``<member>/.hydra/``: what Hydra wrote for the run, as a job of a multirun over the
-    seed would have it (its seed, overrides and output directory)."""
-    source, target = run_dir / ".hydra", member_dir / ".hydra"
-    target.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(as_member(OmegaConf.load(source / "config.yaml"), settings), target / "config.yaml")
-    overrides = (
-        [str(o) for o in OmegaConf.load(source / "overrides.yaml")]
-        if (source / "overrides.yaml").is_file()
-        else []
-    )
-    overrides = member_overrides(overrides, settings)
-    OmegaConf.save(OmegaConf.create(overrides), target / "overrides.yaml")
-    if (source / "hydra.yaml").is_file():
-        hydra = OmegaConf.load(source / "hydra.yaml")
-        hydra.hydra.runtime.output_dir = str(member_dir)
-        hydra.hydra.overrides.task = overrides
-        OmegaConf.save(hydra, target / "hydra.yaml")
-
-
 # -- the run ------------------------------------------------------------------------------
+
+
+def build_member(cfg: DictConfig, index: int, own: dict, datamodule, objective, will_test: bool):
+    """Member ``index`` of the run: its run directory and config, its net built as its own
+    run builds it (under its seed), its loggers and its own callbacks."""
+    from dlbasics.config.tree import run_name, run_record
+    from dlbasics.training.builders import build, build_callbacks, build_loggers, start_session
+    from dlbasics.training.callbacks import BestAndLastCheckpoint, History, TrackBest
+    from dlbasics.training.train import build_module
+
+    run_dir = Path(cfg.paths.output_dir)
+    config = member_config(cfg, index, run_dir, own)
+    member_dir = Path(config.paths.output_dir)
+    write_member_hydra_dir(run_dir, member_dir, own)
+    for entry in (config.get("logger") or {}).values():  # TensorBoard lists it by its seed
+        if entry and OmegaConf.to_container(entry).get("name") == "${dlbasics_run_name:}":
+            entry.name = run_name(*member_record(run_record(cfg.paths.output_dir), own))
+    pl.seed_everything(own["seed"], verbose=False)  # as its own run: its weights start there
+    member = Member(index, own, member_dir, config, build_module(config, datamodule))
+    member.loggers = build_loggers(config.logger)
+    member.callbacks = [
+        c
+        for c in build_callbacks(config.callbacks, bool(member.loggers), progress_bar=False)
+        if isinstance(c, BestAndLastCheckpoint)
+    ]
+    member.callbacks += [TrackBest(objective.metric, objective.direction), History(member_dir)]
+    if config.get("figures"):
+        # The progress figures (TensorBoard's step slider) of the first member only: K
+        # times the drawing would cost more than the training of small nets.
+        figures = build(
+            config.figures, "figures", evaluate_after_fit=not will_test, progress=index == 0
+        )
+        member.callbacks.append(figures)
+    datamodule.save_description(member_dir)
+    start_session(member.loggers, config)
+    return member
 
 
 def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
@@ -481,18 +468,10 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     members (each member's own are in its ``metrics.json``)."""
     import signal
 
-    from dlbasics.config.tree import run_name, run_record
     from dlbasics.search.sweeps import summarize
     from dlbasics.training import report
-    from dlbasics.training.builders import (
-        build,
-        build_callbacks,
-        build_loggers,
-        end_session,
-        quiet_lightning,
-        start_session,
-    )
-    from dlbasics.training.callbacks import BestAndLastCheckpoint, GracefulStop, History, TrackBest
+    from dlbasics.training.builders import build, build_callbacks, end_session, quiet_lightning
+    from dlbasics.training.callbacks import BestAndLastCheckpoint, GracefulStop, TrackBest
     from dlbasics.training.objective import choose_objective, objective_settings
     from dlbasics.training.threads import choose_threads
     from dlbasics.training.train import (
@@ -500,7 +479,6 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         _interrupt_after_training,
         _stopping_signal,
         _without,
-        build_module,
         set_matmul_precision,
     )
 
@@ -521,50 +499,23 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     pl.seed_everything(seeds[0], verbose=False)
     datamodule = build(cfg.data, "data")
     datamodule.setup("fit")
-    choices, overrides = run_record(cfg.paths.output_dir)
     objective = choose_objective(datamodule.task, *objective_settings(cfg))
     will_test = bool(cfg.test) and datamodule.has_split("test")
 
-    members: list[Member] = []
-    for index, own in enumerate(settings):
-        config = member_config(cfg, index, run_dir, own)
-        member_dir = Path(config.paths.output_dir)
-        write_member_hydra_dir(run_dir, member_dir, own)
-        for entry in (config.get("logger") or {}).values():  # TensorBoard lists it by its seed
-            if entry and OmegaConf.to_container(entry).get("name") == "${dlbasics_run_name:}":
-                entry.name = run_name(choices, member_overrides(overrides, own))
-        pl.seed_everything(own["seed"], verbose=False)  # as its own run: its weights start there
-        member = Member(index, own, member_dir, config, build_module(config, datamodule))
-        member.loggers = build_loggers(config.logger)
-        member.callbacks = [
-            c
-            for c in build_callbacks(config.callbacks, bool(member.loggers), progress_bar=False)
-            if isinstance(c, BestAndLastCheckpoint)
-        ]
-        member.callbacks += [TrackBest(objective.metric, objective.direction), History(member_dir)]
-        if config.get("figures"):
-            # The progress figures (TensorBoard's step slider) of the first member only:
-            # K times the drawing would cost more than the training of small nets.
-            member.callbacks.append(
-                build(
-                    config.figures,
-                    "figures",
-                    evaluate_after_fit=not will_test,
-                    progress=index == 0,
-                )
-            )
-        datamodule.save_description(member_dir)
-        start_session(member.loggers, config)
-        members.append(member)
+    members = [
+        build_member(cfg, index, own, datamodule, objective, will_test)
+        for index, own in enumerate(settings)
+    ]
     per_member = {key: [own[key] for own in settings] for key in varied(cfg)}
     module = SeedsModule(
         [m.module.net for m in members], seeds, per_member, **members[0].module.hparams
     )
 
     io = KeptInMemory()
+    progress_bar = cfg.trainer.enable_progress_bar
     callbacks = [
         c
-        for c in build_callbacks(cfg.callbacks, has_logger=False, progress_bar=cfg.trainer.enable_progress_bar)
+        for c in build_callbacks(cfg.callbacks, has_logger=False, progress_bar=progress_bar)
         if not isinstance(c, BestAndLastCheckpoint)  # each member keeps its own
     ]
     relay = Members(members, io)
@@ -611,7 +562,7 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         what = f"Stopped by {signum.name} after {trainer.current_epoch} epochs"
         raise _interrupted(run_dir, members, what, signum)
 
-    with _interrupt_after_training(cfg, None, trainer):
+    with _interrupt_after_training(cfg, None, trainer, kept=_kept(members)):
         epochs = trainer.current_epoch
         outcomes = {}
         for member in members:

@@ -322,9 +322,10 @@ def _stopping_signal(error: BaseException, trainer) -> signal.Signals | None:
 
 
 @contextlib.contextmanager
-def _interrupt_after_training(cfg: DictConfig, checkpoint, trainer):
+def _interrupt_after_training(cfg: DictConfig, checkpoint, trainer, kept: str | None = None):
     """A Ctrl-C or SIGTERM during the test, the figures or the closing table: the training
-    is done and its checkpoints stay, so the run is kept and says so (exit 130 or 143)."""
+    is done and its checkpoints stay, so the run is kept and says so (exit 130 or 143).
+    ``kept``: where they are, if not in ``checkpoint`` (a seeds= run's members)."""
     epochs = trainer.current_epoch
     try:
         yield
@@ -339,7 +340,7 @@ def _interrupt_after_training(cfg: DictConfig, checkpoint, trainer):
         )
         interrupted = RunInterrupted(
             f"{signum.name} after training ({epochs} epochs), before the test and the figures "
-            f"were done; {_kept(checkpoint)}{evaluate}",
+            f"were done; {kept or _kept(checkpoint)}{evaluate}",
             exit_code=128 + signum.value,
         )
         interrupted.keeps_run = True  # trained: job() neither removes nor marks it failed
