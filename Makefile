@@ -5,12 +5,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
-# PyTorch build installed when no NVIDIA GPU is visible. torch==2.13.0 is the CPU wheel kept on
-# this team's machines; elsewhere use e.g.
-#   make setup TORCH_CPU="torch --index-url https://download.pytorch.org/whl/cpu"
-TORCH_CPU ?= torch==2.13.0
-# With a GPU, PyPI's default (CUDA) build.
-TORCH_GPU ?= torch>=2.3
+# PyTorch and its torchvision, installed as a pair, when no NVIDIA GPU is visible. On this
+# team's machines torch 2.14.1 and torchvision 0.29.1 lie on disk (PyPI's CUDA builds, which
+# run on the CPU); PyPI's torchvision does not import beside the 2.13.0 CPU wheel kept there
+# ("operator torchvision::nms does not exist"). Elsewhere, for the small CPU builds:
+#   make setup TORCH_CPU="torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+TORCH_CPU ?= torch==2.14.1 torchvision==0.29.1
+# With a GPU, PyPI's default (CUDA) builds.
+TORCH_GPU ?= "torch>=2.3" "torchvision>=0.18"
 
 .PHONY: setup train test test-fast bench bench-predict bench-sweep bench-fit bench-threads bench-seeds bench-ddp tensorboard lint clean
 
@@ -19,9 +21,9 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
-		echo "GPU found: installing $(TORCH_GPU)"; $(PY) -m pip install -q "$(TORCH_GPU)"; \
+		echo 'GPU found: installing $(TORCH_GPU)'; $(PY) -m pip install -q $(TORCH_GPU); \
 	else \
-		echo "No GPU found: installing the CPU build ($(TORCH_CPU))"; $(PY) -m pip install -q $(TORCH_CPU); \
+		echo 'No GPU found: installing $(TORCH_CPU)'; $(PY) -m pip install -q $(TORCH_CPU); \
 	fi
 	$(PY) -m pip install -q -e ".[dev,export,slurm,sweep]"
 	touch $@

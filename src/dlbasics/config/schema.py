@@ -184,6 +184,15 @@ class Data:
 
 
 @dataclass
+class Images(Data):
+    """torchvision's MNIST, Fashion-MNIST or CIFAR-10 (:class:`dlbasics.data.TorchvisionImages`)."""
+
+    dataset: str = MISSING
+    root: str = MISSING
+    download: bool = MISSING
+
+
+@dataclass
 class Sklearn(Data):
     """A scikit-learn function (:class:`dlbasics.data.SklearnData`); a bundled data set."""
 
@@ -410,6 +419,7 @@ SCHEMAS: dict[str, type | dict[str, type]] = {
     "scheduler_plateau": ReduceLROnPlateau,
     "data": Data,
     "data_sklearn": Sklearn,
+    "data_images": Images,
     "data_moons": Moons,
     "data_circles": Circles,
     "data_blobs": Blobs,

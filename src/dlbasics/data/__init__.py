@@ -7,6 +7,7 @@ One room per job:
 * :mod:`~dlbasics.data.generated`: :class:`LinearData` and :class:`PointsData`;
 * :mod:`~dlbasics.data.sklearn_data`: :class:`SklearnData` and :class:`DigitsData`;
 * :mod:`~dlbasics.data.csv_file`: :class:`CsvData`, the user's own CSV file;
+* :mod:`~dlbasics.data.images`: :class:`TorchvisionImages`, MNIST, Fashion-MNIST, CIFAR-10;
 * :mod:`~dlbasics.data.table` and :mod:`~dlbasics.data.arrays`: reading and checking a CSV
   file, labels, splits and scaling, with NumPy and pandas only, so the command line can
   check a user's data before Lightning is imported (:mod:`~dlbasics.data.checks`).
@@ -28,6 +29,7 @@ _WHERE = {
     "SklearnData": "sklearn_data",
     "DigitsData": "sklearn_data",
     "CsvData": "csv_file",
+    "TorchvisionImages": "images",
 }
 
 __all__ = sorted(_WHERE)

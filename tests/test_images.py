@@ -1,0 +1,121 @@
+"""data=mnist, fashion_mnist, cifar10: torchvision's own classes read files written here in
+each dataset's real on-disk format (nothing can be downloaded), and the CNN trains on them."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+import dlbasics
+from conftest import fit_error
+
+TRAIN, TEST = 120, 40
+
+
+def pattern_images(count: int, size: int, channels: int, seed: int):
+    """Images whose class is easy to see: class c lights up column block c."""
+    generator = np.random.default_rng(seed)
+    labels = np.arange(count) % 10
+    images = generator.integers(0, 40, size=(count, size, size, channels), dtype=np.uint8)
+    width = max(1, size // 10)
+    for index, label in enumerate(labels):
+        images[index, :, label * width : (label + 1) * width, :] = 255
+    return images, labels
+
+
+def write_idx(folder, stem: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """MNIST's IDX files: big-endian magic, sizes, then the bytes."""
+    count, rows, cols = images.shape
+    (folder / f"{stem}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, count, rows, cols) + images.tobytes()
+    )
+    (folder / f"{stem}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, count) + labels.astype(np.uint8).tobytes()
+    )
+
+
+def write_mnist(root, name: str = "MNIST") -> None:
+    raw = root / name / "raw"
+    raw.mkdir(parents=True)
+    for stem, count, seed in (("train", TRAIN, 0), ("t10k", TEST, 1)):
+        images, labels = pattern_images(count, 28, 1, seed)
+        write_idx(raw, stem, images[..., 0], labels)
+
+
+def write_cifar10(root, monkeypatch) -> None:
+    """CIFAR-10's pickled batches; torchvision checks each file's MD5, so the class is told
+    these files' own sums (its code path is otherwise the real one)."""
+    from torchvision.datasets import CIFAR10
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    images, labels = pattern_images(TRAIN + TEST, 32, 3, 2)
+    flat = images.transpose(0, 3, 1, 2).reshape(len(images), -1)  # rows of R, G, B planes
+    names = [f"data_batch_{i}" for i in range(1, 6)]
+    chunks = np.array_split(np.arange(TRAIN), 5)
+    batches = {n: (flat[c], labels[c]) for n, c in zip(names, chunks, strict=True)}
+    batches["test_batch"] = (flat[TRAIN:], labels[TRAIN:])
+    for name, (data, targets) in batches.items():
+        with open(folder / name, "wb") as handle:
+            pickle.dump({"data": data, "labels": targets.tolist()}, handle)
+    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]  # fmt: skip
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": classes}, handle)
+
+    def md5(name: str) -> str:
+        return hashlib.md5((folder / name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(CIFAR10, "train_list", [[n, md5(n)] for n in names])
+    monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", md5("test_batch")]])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": md5("batches.meta")})
+
+
+CNN = ("model=cnn", "model.channels=[8]", "model.hidden=16", "optimizer.lr=0.01",
+       "data.batch_size=16", "trainer.max_epochs=4", "figures=none")  # fmt: skip
+
+
+@pytest.mark.parametrize("dataset, folder", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_mnist_files_are_read_by_torchvision_and_learned(fit, tmp_path, dataset, folder):
+    write_mnist(tmp_path / "data", folder)
+    run = fit(f"data={dataset}", *CNN)
+    described = run.config  # the official test images are the test split
+    assert described.data.dataset == dataset
+    rows = __import__("json").loads((run.dir / "data.json").read_text())
+    assert rows["input_shape"] == [1, 28, 28] and rows["num_outputs"] == 10
+    assert rows["rows"] == {"train": TRAIN - 12, "val": 12, "test": TEST}
+    if dataset == "fashion_mnist":
+        assert rows["class_names"][0] == "T-shirt/top"
+    assert run.metrics["test/acc"] > 0.8, run.metrics
+
+
+def test_cifar10_batches_are_read_by_torchvision_and_learned(fit, tmp_path, monkeypatch):
+    write_cifar10(tmp_path / "data", monkeypatch)
+    run = fit("data=cifar10", *CNN)
+    rows = __import__("json").loads((run.dir / "data.json").read_text())
+    assert rows["input_shape"] == [3, 32, 32] and rows["class_names"][1] == "automobile"
+    assert rows["rows"]["test"] == TEST
+    assert run.metrics["test/acc"] > 0.8, run.metrics
+    # a run of these data is used as any other: its test split again, the same accuracy
+    assert dlbasics.load(run.dir).evaluate()["test/acc"] == pytest.approx(run.metrics["test/acc"])
+
+
+def test_without_the_files_and_without_a_network_one_line_says_what_to_put_where(
+    fit, tmp_path, monkeypatch
+):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    message = fit_error(fit, "data=mnist", *CNN)
+    assert message.startswith(f"data=mnist: MNIST is not in {tmp_path / 'data' / 'MNIST' / 'raw'}")
+    assert "train-images-idx3-ubyte.gz" in message and "https://" in message
+    assert "\n" not in message
+    message = fit_error(fit, "data=cifar10", "data.download=false", *CNN)
+    assert "cifar-10-python.tar.gz" in message and "data.root" in message
