@@ -4,6 +4,7 @@ each dataset's real on-disk format (nothing can be downloaded), and the CNN trai
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import struct
 
@@ -85,7 +86,7 @@ def test_mnist_files_are_read_by_torchvision_and_learned(fit, tmp_path, dataset,
     run = fit(f"data={dataset}", *CNN)
     described = run.config  # the official test images are the test split
     assert described.data.dataset == dataset
-    rows = __import__("json").loads((run.dir / "data.json").read_text())
+    rows = json.loads((run.dir / "data.json").read_text())
     assert rows["input_shape"] == [1, 28, 28] and rows["num_outputs"] == 10
     assert rows["rows"] == {"train": TRAIN - 12, "val": 12, "test": TEST}
     if dataset == "fashion_mnist":
@@ -96,7 +97,7 @@ def test_mnist_files_are_read_by_torchvision_and_learned(fit, tmp_path, dataset,
 def test_cifar10_batches_are_read_by_torchvision_and_learned(fit, tmp_path, monkeypatch):
     write_cifar10(tmp_path / "data", monkeypatch)
     run = fit("data=cifar10", *CNN)
-    rows = __import__("json").loads((run.dir / "data.json").read_text())
+    rows = json.loads((run.dir / "data.json").read_text())
     assert rows["input_shape"] == [3, 32, 32] and rows["class_names"][1] == "automobile"
     assert rows["rows"]["test"] == TEST
     assert run.metrics["test/acc"] > 0.8, run.metrics
@@ -119,3 +120,76 @@ def test_without_the_files_and_without_a_network_one_line_says_what_to_put_where
     assert "\n" not in message
     message = fit_error(fit, "data=cifar10", "data.download=false", *CNN)
     assert "cifar-10-python.tar.gz" in message and "data.root" in message
+
+
+# -- data=images: the user's own folders -----------------------------------------------------
+
+
+def write_folder(root, classes=("cat", "dog", "owl"), per_class=12, size=(20, 16), mode="RGB",
+                 suffix=".png"):  # fmt: skip
+    """One subfolder per class; class k's images are bright in their k-th band of rows."""
+    from PIL import Image
+
+    generator = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            height, width = size
+            pixels = generator.integers(0, 60, size=(height, width, 3), dtype=np.uint8)
+            band = height // len(classes)
+            pixels[k * band : (k + 1) * band] = 250
+            Image.fromarray(pixels).convert(mode).save(root / name / f"{index}{suffix}")
+
+
+IMAGES_CNN = ("model=cnn", "model.channels=[8]", "model.hidden=16", "optimizer.lr=0.01",
+              "data.batch_size=8", "trainer.max_epochs=6", "figures=none")  # fmt: skip
+
+
+def test_a_folder_of_class_folders_is_learned_and_named_by_its_folders(fit, tmp_path):
+    write_folder(tmp_path / "photos")
+    run = fit("data=images", "data.path=photos", *IMAGES_CNN)
+    used = json.loads((run.dir / "data.json").read_text())
+    assert used["input_shape"] == [3, 20, 16] and used["class_names"] == ["cat", "dog", "owl"]
+    assert sum(used["rows"].values()) == 36
+    assert run.metrics["val/acc"] > 0.6, run.metrics
+
+
+def test_train_and_test_folders_are_the_split_and_images_are_resized_and_made_grey(fit, tmp_path):
+    write_folder(tmp_path / "photos" / "train", per_class=10, size=(24, 24))
+    write_folder(tmp_path / "photos" / "test", per_class=3, size=(30, 20), suffix=".jpg")
+    run = fit("data=images", "data.path=photos", "data.image_size=[12,12]", "data.channels=1",
+              *IMAGES_CNN)  # fmt: skip
+    used = json.loads((run.dir / "data.json").read_text())
+    assert used["input_shape"] == [1, 12, 12]
+    assert used["rows"]["test"] == 9 and used["rows"]["train"] + used["rows"]["val"] == 30
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda root: write_folder(root, classes=("only",)), "one class folder (only)"),
+        (lambda root: (write_folder(root), (root / "dog" / "3.png").write_bytes(b"not a png")),
+         "dog/3.png is not an image that can be read"),
+        (lambda root: (write_folder(root), write_folder(root, classes=("owl",), size=(10, 10))),
+         "give them one size with data.image_size="),
+        (lambda root: (write_folder(root), (root / "empty").mkdir()), "empty"),
+    ],
+    ids=["one-class", "corrupt", "mixed-sizes", "empty-class"],
+)  # fmt: skip
+def test_what_a_folder_gets_wrong_is_one_line_naming_the_file_or_folder(
+    fit, tmp_path, make, expected
+):
+    make(tmp_path / "photos")
+    message = fit_error(fit, "data=images", "data.path=photos", *IMAGES_CNN)
+    assert expected in message and "\n" not in message, message
+
+
+def test_a_folder_too_large_for_memory_is_refused_with_its_size(fit, tmp_path, monkeypatch):
+    from dlbasics.data import images
+
+    write_folder(tmp_path / "photos")
+    monkeypatch.setattr(images, "_available_memory", lambda: 2**20)  # 1 MiB left
+    message = fit_error(fit, "data=images", "data.path=photos", "data.image_size=[256,256]",
+                        *IMAGES_CNN)  # fmt: skip
+    assert "36 images of 3 x 256 x 256 take 27 MiB in memory, more than half of the 1 MiB" in message
+    assert "data.image_size" in message

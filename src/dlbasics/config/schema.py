@@ -193,6 +193,15 @@ class Images(Data):
 
 
 @dataclass
+class FolderImages(Data):
+    """The user's folder of images, one subfolder per class (:class:`dlbasics.data.FolderImages`)."""
+
+    path: str | None = None
+    image_size: list[int] | None = None
+    channels: int | None = None
+
+
+@dataclass
 class Sklearn(Data):
     """A scikit-learn function (:class:`dlbasics.data.SklearnData`); a bundled data set."""
 
@@ -419,7 +428,8 @@ SCHEMAS: dict[str, type | dict[str, type]] = {
     "scheduler_plateau": ReduceLROnPlateau,
     "data": Data,
     "data_sklearn": Sklearn,
-    "data_images": Images,
+    "data_torchvision": Images,
+    "data_images": FolderImages,
     "data_moons": Moons,
     "data_circles": Circles,
     "data_blobs": Blobs,

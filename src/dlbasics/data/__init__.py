@@ -7,7 +7,8 @@ One room per job:
 * :mod:`~dlbasics.data.generated`: :class:`LinearData` and :class:`PointsData`;
 * :mod:`~dlbasics.data.sklearn_data`: :class:`SklearnData` and :class:`DigitsData`;
 * :mod:`~dlbasics.data.csv_file`: :class:`CsvData`, the user's own CSV file;
-* :mod:`~dlbasics.data.images`: :class:`TorchvisionImages`, MNIST, Fashion-MNIST, CIFAR-10;
+* :mod:`~dlbasics.data.images`: :class:`TorchvisionImages` (MNIST, Fashion-MNIST, CIFAR-10)
+  and :class:`FolderImages` (the user's own folder of images);
 * :mod:`~dlbasics.data.table` and :mod:`~dlbasics.data.arrays`: reading and checking a CSV
   file, labels, splits and scaling, with NumPy and pandas only, so the command line can
   check a user's data before Lightning is imported (:mod:`~dlbasics.data.checks`).
@@ -30,6 +31,7 @@ _WHERE = {
     "DigitsData": "sklearn_data",
     "CsvData": "csv_file",
     "TorchvisionImages": "images",
+    "FolderImages": "images",
 }
 
 __all__ = sorted(_WHERE)

@@ -23,6 +23,9 @@ CSV_TARGETS = ("dlbasics.data.CsvData", "dlbasics.data.csv_file.CsvData")
 def check_data(data: DictConfig) -> None:
     """Raise the DataError or ConfigError that loading ``data`` (``cfg.data``) would raise
     before drawing the split."""
+    if data.get("_target_") == "dlbasics.data.FolderImages":
+        check_image_folder(data)
+        return
     if data.get("_target_") not in CSV_TARGETS:
         check_generated_sizes(data)
         return
@@ -35,6 +38,24 @@ def check_data(data: DictConfig) -> None:
     if table.task == "classification":
         encode_labels(table.y, f"data.target={table.target}")
     check_split_sizes(len(table.y), table.path, *_fractions(options))
+
+
+def check_image_folder(data: DictConfig) -> None:
+    """``data=images`` needs ``data.path``, a folder (its images are checked as they load)."""
+    from pathlib import Path
+
+    from dlbasics.errors import ConfigError
+
+    path = data.get("path")
+    if not path:
+        raise ConfigError(
+            "data.path: data=images reads a folder with one subfolder per class; give it, "
+            "e.g. data.path=photos (photos/cat/1.jpg, photos/dog/2.png, ...)"
+        )
+    folder = Path(str(path)).expanduser()
+    if not folder.is_dir():
+        where = "" if folder.is_absolute() else f" (read from {Path.cwd()})"
+        raise ConfigError(f"data.path={path}: no such folder{where}")
 
 
 def check_generated_sizes(data: DictConfig) -> None:

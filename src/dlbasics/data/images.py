@@ -23,7 +23,26 @@ from dlbasics.errors import DataError
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
-class TorchvisionImages(InMemoryDataModule):
+class ImagesWithTestSplit(InMemoryDataModule):
+    """Images whose test split is given (the last ``_test_rows`` of :meth:`load_arrays`):
+    the validation split is drawn from the others, stratified by class. Without a given
+    test split (``_test_rows == 0``) the rows are split as the base splits them."""
+
+    _test_rows = 0
+
+    def _split_rows(self, x: np.ndarray, y: np.ndarray) -> Split:
+        if not self._test_rows:
+            return super()._split_rows(x, y)
+        rows = len(x) - self._test_rows
+        parts = split_rows(
+            x[:rows], y[:rows], self.val_fraction, 0.0, stratify=self.stratify,
+            seed=self.split_seed,
+        )  # fmt: skip
+        parts["test"] = (x[rows:], y[rows:])
+        return parts
+
+
+class TorchvisionImages(ImagesWithTestSplit):
     """One of torchvision's image classification sets (:data:`DATASETS`).
 
     Args:
@@ -43,7 +62,6 @@ class TorchvisionImages(InMemoryDataModule):
         self.dataset = dataset
         self.root = Path(root).expanduser()
         self.download = download
-        self._test_rows = 0
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         train, test = self._read(train=True), self._read(train=False)
@@ -52,16 +70,6 @@ class TorchvisionImages(InMemoryDataModule):
         x = np.concatenate([_pixels(train), _pixels(test)])
         y = np.concatenate([np.asarray(train.targets), np.asarray(test.targets)])
         return x, y
-
-    def _split_rows(self, x: np.ndarray, y: np.ndarray) -> Split:
-        """The official test images as the test split; validation from the training ones."""
-        rows = len(x) - self._test_rows
-        parts = split_rows(
-            x[:rows], y[:rows], self.val_fraction, 0.0, stratify=self.stratify,
-            seed=self.split_seed,
-        )  # fmt: skip
-        parts["test"] = (x[rows:], y[rows:])
-        return parts
 
     def _read(self, train: bool):
         """torchvision's dataset from ``root``; downloaded first if it is not there."""
@@ -104,3 +112,146 @@ def _pixels(dataset) -> np.ndarray:
     else:  # CIFAR-10: N x H x W x C
         images = images.transpose(0, 3, 1, 2)
     return images.astype(np.float32) / 255.0
+
+
+# A set estimated above this share of the memory still available is refused before loading.
+MEMORY_SHARE = 0.5
+
+
+class FolderImages(ImagesWithTestSplit):
+    """The user's own images in torchvision's ImageFolder layout: one subfolder per class
+    (``path/cat/1.png``, ``path/dog/2.jpg``), or ``path/train/<class>/...`` and
+    ``path/test/<class>/...``, whose test images are then the test split.
+
+    Every image is read once (PNG, JPEG, BMP, ... as torchvision's ``ImageFolder`` finds
+    them), converted to ``channels`` (1: grey, 3: RGB; default: RGB unless every image is
+    grey) and resized to ``image_size`` (``[H, W]``; default: the images' own size, which
+    must then be the same for all), and held in memory as pixels in ``[0, 1]``. A set that
+    would take more than half the memory still available is refused with its size.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        image_size: list[int] | None = None,
+        channels: int | None = None,
+        **split_options: Any,
+    ) -> None:
+        split_options.setdefault("standardize", False)
+        super().__init__(task="classification", **split_options)
+        self.path = Path(path).expanduser()
+        self.image_size = None if image_size is None else [int(v) for v in image_size]
+        if channels not in (None, 1, 3):
+            raise ValueError(f"channels={channels}: 1 (grey) or 3 (RGB)")
+        self.channels = channels
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.path.is_dir():
+            raise DataError(f"data.path={self.path}: no such folder of images")
+        given = [self.path / "train", self.path / "test"]
+        if all(folder.is_dir() for folder in given):
+            (train, classes), (test, _) = self._find(given[0]), self._find(given[1])
+            test = self._same_classes(test, _, classes, given[1])
+        else:
+            (train, classes), test = self._find(self.path), []
+        files = [*train, *test]
+        self._check_memory(files)
+        images = self._load([path for path, _ in files])
+        self.label_names = {str(index): name for index, name in enumerate(classes)}
+        self._test_rows = len(test)
+        return images, np.array([label for _, label in files])
+
+    def _find(self, folder: Path) -> tuple[list[tuple[str, int]], list[str]]:
+        """``(file, class index)`` of every image under ``folder``, and the class names."""
+        from torchvision.datasets import ImageFolder
+
+        try:
+            found = ImageFolder(str(folder), loader=str)  # file names only: read below
+        except (FileNotFoundError, OSError) as error:  # no class folders, an empty one
+            raise DataError(f"data.path={folder}: {' '.join(str(error).split())}") from None
+        if len(found.classes) < 2:
+            raise DataError(
+                f"data.path={folder}: one class folder ({found.classes[0]}); a classifier "
+                "needs two or more, one subfolder per class"
+            )
+        return found.samples, found.classes
+
+    def _same_classes(self, test, test_classes, classes, folder) -> list:
+        if test_classes != classes:
+            raise DataError(
+                f"data.path={folder}: its class folders {test_classes} are not train/'s "
+                f"{classes}; give test/ the same subfolders"
+            )
+        return test
+
+    def _size_and_mode(self, files: list[str]) -> tuple[tuple[int, int], str]:
+        """The images' ``(H, W)`` and PIL mode: the settings', or what the files hold."""
+        from PIL import Image
+
+        with Image.open(files[0]) as first:
+            size = (first.height, first.width)
+        if self.channels is not None:
+            return tuple(self.image_size or size), "L" if self.channels == 1 else "RGB"
+        grey = all(_mode(file) in ("1", "L", "I", "I;16", "F") for file in files)
+        return tuple(self.image_size or size), "L" if grey else "RGB"
+
+    def _check_memory(self, files: list) -> None:
+        """Refuse a set that would not fit, from its count and the first image's size."""
+        (height, width), mode = self._size_and_mode([files[0][0]])
+        channels = self.channels or 3
+        need = len(files) * height * width * channels * 4  # float32 pixels
+        available = _available_memory()
+        if available and need > MEMORY_SHARE * available:
+            raise DataError(
+                f"data.path={self.path}: {len(files)} images of {channels} x {height} x {width} "
+                f"take {_amount(need)} in memory, more than half of the {_amount(available)} "
+                "available; use a smaller data.image_size (e.g. [64, 64]) or fewer images"
+            )
+
+    def _load(self, files: list[str]) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        (height, width), mode = self._size_and_mode(files)
+        images = np.empty((len(files), 1 if mode == "L" else 3, height, width), np.float32)
+        for index, file in enumerate(files):
+            try:
+                with Image.open(file) as opened:
+                    image = opened.convert(mode)
+            except (UnidentifiedImageError, OSError) as error:
+                raise DataError(
+                    f"data.path: {file} is not an image that can be read ({error}); remove it "
+                    "or replace it"
+                ) from None
+            if (image.height, image.width) != (height, width):
+                if self.image_size is None:
+                    raise DataError(
+                        f"data.path: {file} is {image.height} x {image.width}, the first "
+                        f"image {height} x {width}; give them one size with "
+                        f"data.image_size=[{height},{width}]"
+                    )
+                image = image.resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+            images[index] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        return images
+
+
+def _amount(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+def _mode(file: str) -> str:
+    from PIL import Image
+
+    with Image.open(file) as image:
+        return image.mode
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
