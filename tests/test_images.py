@@ -145,13 +145,19 @@ IMAGES_CNN = ("model=cnn", "model.channels=[8]", "model.hidden=16", "optimizer.l
               "data.batch_size=8", "trainer.max_epochs=6", "figures=none")  # fmt: skip
 
 
-def test_a_folder_of_class_folders_is_learned_and_named_by_its_folders(fit, tmp_path):
+def test_a_folder_of_class_folders_is_learned_and_named_by_its_folders(fit, tmp_path, monkeypatch):
     write_folder(tmp_path / "photos")
     run = fit("data=images", "data.path=photos", *IMAGES_CNN)
     used = json.loads((run.dir / "data.json").read_text())
     assert used["input_shape"] == [3, 20, 16] and used["class_names"] == ["cat", "dog", "owl"]
     assert sum(used["rows"].values()) == 36
     assert run.metrics["val/acc"] > 0.6, run.metrics
+    # used from another folder: the run's data.path is read from where it started
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    again = dlbasics.load(run.dir).evaluate()
+    assert again["test/acc"] == pytest.approx(run.metrics["test/acc"])
 
 
 def test_train_and_test_folders_are_the_split_and_images_are_resized_and_made_grey(fit, tmp_path):

@@ -325,6 +325,9 @@ def readme_commands() -> list[str]:
 
 
 SHORT_SEARCH = ["hparams_search.n_trials=2", "trainer.max_epochs=3", "data.n_samples=300"]
+# A small CNN for the tiny image files the tests write (test_images.py).
+TINY_CNN = ["model.channels=[8]", "model.hidden=16", "optimizer.lr=0.01", "data.batch_size=16",
+            "trainer.max_epochs=4", "figures=none"]  # fmt: skip
 # command -> (extra overrides that keep it short, metric in metrics.json, lowest value).
 # A metric is checked where the command runs as written; None: it only has to succeed.
 README_RUNS = {
@@ -385,6 +388,14 @@ README_RUNS = {
         ["trainer.max_epochs=20", "data.n_samples=300"],
         "test/acc",
         0.75,
+    ),
+    # Images: tiny files in MNIST's and Fashion-MNIST's formats, and a folder of photos.
+    "python -m dlbasics.train model=cnn data=mnist": (TINY_CNN, "test/acc", 0.8),
+    "python -m dlbasics.train model=cnn data=fashion_mnist": (TINY_CNN, "test/acc", 0.8),
+    "python -m dlbasics.train model=cnn data=images data.path=photos data.image_size=[32,32]": (
+        [*TINY_CNN, "trainer.max_epochs=6"],
+        "val/acc",
+        0.6,
     ),
     # Seeds (and learning rates) as one stacked run: every member wrote its metrics.
     "python -m dlbasics.train experiment=mlp_moons 'seeds=[0,1,2,3,4]'": (
@@ -460,11 +471,16 @@ def check_readme_result(tmp_path: Path, command: str) -> None:
 
 def write_readme_files(tmp_path: Path, command: str) -> None:
     from test_cli import write_user_configs
+    from test_images import write_folder, write_mnist
 
     if command not in readme_commands():
         pytest.fail(f"{command!r} is no longer in the README: drop it from README_RUNS")
     write_houses(tmp_path)
     write_user_configs(tmp_path)
+    if "data=mnist" in command or "data=fashion_mnist" in command:
+        write_mnist(tmp_path / "data", "MNIST" if "data=mnist" in command else "FashionMNIST")
+    if "data=images" in command:
+        write_folder(tmp_path / "photos")
 
 
 @pytest.mark.slow

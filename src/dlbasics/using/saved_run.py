@@ -218,13 +218,14 @@ def _retarget(node) -> None:
 
 def _anchor_data_path(config: DictConfig, run_dir: Path) -> None:
     """A relative ``data.path`` was read from where the run started (Hydra's runtime cwd,
-    in ``.hydra/hydra.yaml``): point it there, so the run's CSV is found from anywhere."""
+    in ``.hydra/hydra.yaml``): point it there, so the run's CSV file (or folder of images,
+    ``data=images``) is found from anywhere."""
     data_path = (config.get("data") or {}).get("path")
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
     if not data_path or Path(data_path).is_absolute() or not hydra_file.is_file():
         return
     started_in = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
-    if started_in and (Path(started_in) / data_path).is_file():
+    if started_in and (Path(started_in) / data_path).exists():
         config.data.path = str(Path(started_in) / data_path)
 
 
