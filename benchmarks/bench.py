@@ -1,6 +1,6 @@
 """dlbasics against a hand-written PyTorch loop on the same work (`make bench`).
 
-For each workload W1-W4 the same process alternates a plain loop (tensors in memory, one
+For each workload W1-W5 the same process alternates a plain loop (tensors in memory, one
 ``randperm`` per epoch, batches sliced from it, validation loss and accuracy per epoch) and a
 full ``dlbasics.train`` run composed from the documented config keys (TensorBoard logging,
 checkpoints, default callbacks). It reports the steady-state time per epoch (from the end of
@@ -44,6 +44,11 @@ WORKLOADS = {
     "data.batch_size=64 optimizer=adam optimizer.lr=0.001 trainer.max_epochs=20",
     "W4": "model=cnn model.channels=[16,32] model.kernel_size=3 model.hidden=64 data=digits "
     "data.batch_size=64 optimizer=adam optimizer.lr=0.001 trainer.max_epochs=30",
+    # MNIST-shaped: 60,000 + 10,000 images of 1 x 28 x 28 in MNIST's own files, read by
+    # torchvision's class (generated into a temporary data.root: nothing is downloaded).
+    "W5": "model=cnn model.channels=[16,32] model.kernel_size=3 model.hidden=64 data=mnist "
+    "data.download=false data.batch_size=128 optimizer=adam optimizer.lr=0.001 "
+    "trainer.max_epochs=3",
 }
 
 EPOCH_ENDS: list[float] = []  # filled by EpochTimer during a dlbasics run
@@ -78,12 +83,39 @@ class StepListener:
         return _Listener()
 
 
+def mnist_shaped_root() -> str:
+    """A folder holding MNIST-shaped IDX files (generated once per process): W5's data.root."""
+    global _MNIST_ROOT
+    if _MNIST_ROOT is None:
+        import numpy as np
+
+        _MNIST_ROOT = tempfile.mkdtemp(prefix="w5-")
+        raw = Path(_MNIST_ROOT) / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        generator = np.random.default_rng(0)
+        for stem, count in (("train", 60_000), ("t10k", 10_000)):
+            labels = generator.integers(0, 10, count).astype(np.uint8)
+            images = generator.integers(0, 60, (count, 28, 28), dtype=np.uint8)
+            for digit in range(10):  # a bright band per class: a task the CNN can learn
+                images[labels == digit, 2 * digit : 2 * digit + 4, 4:24] = 250
+            header = np.array([2051, count, 28, 28], dtype=">u4").tobytes()
+            (raw / f"{stem}-images-idx3-ubyte").write_bytes(header + images.tobytes())
+            header = np.array([2049, count], dtype=">u4").tobytes()
+            (raw / f"{stem}-labels-idx1-ubyte").write_bytes(header + labels.tobytes())
+    return _MNIST_ROOT
+
+
+_MNIST_ROOT: str | None = None
+
+
 def compose_workload(name: str, run_dir: str, *extra: str):
+    data_root = [f"data.root={mnist_shaped_root()}"] if "data=mnist" in WORKLOADS[name] else []
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose(
             "train",
             overrides=[
                 *WORKLOADS[name].split(),
+                *data_root,
                 f"paths.output_dir={run_dir}",
                 "+callbacks.epoch_timer._target_=__main__.EpochTimer",
                 *extra,
