@@ -3,6 +3,7 @@ each dataset's real on-disk format (nothing can be downloaded), and the CNN trai
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import pickle
@@ -199,3 +200,35 @@ def test_a_folder_too_large_for_memory_is_refused_with_its_size(fit, tmp_path, m
                         *IMAGES_CNN)  # fmt: skip
     assert "36 images of 3 x 256 x 256 take 27 MiB in memory, more than half of the 1 MiB" in message
     assert "data.image_size" in message
+
+
+def test_predict_on_a_folder_or_a_file_of_images_writes_a_class_per_file(fit, tmp_path):
+    from dlbasics.using.predict import main as predict
+
+    write_folder(tmp_path / "photos")
+    run = fit("data=images", "data.path=photos", *IMAGES_CNN)
+    write_folder(tmp_path / "new", per_class=4, size=(40, 32), suffix=".jpg")  # other size
+    predict([f"run={run.dir}", "input=new", "output=new.csv"])
+    rows = list(csv.DictReader(open(tmp_path / "new.csv")))
+    assert list(rows[0]) == ["path", "predicted_class", "probability_cat", "probability_dog",
+                             "probability_owl"]  # fmt: skip
+    assert len(rows) == 12 and rows[0]["path"] == "cat/0.jpg"
+    right = sum(row["predicted_class"] == row["path"].split("/")[0] for row in rows)
+    assert right >= 8, rows
+    assert all(abs(sum(float(v) for k, v in r.items() if k.startswith("prob")) - 1) < 1e-5
+               for r in rows)  # fmt: skip
+    predict([f"run={run.dir}", "input=new/owl/1.jpg", "output=one.csv"])
+    assert len(list(csv.DictReader(open(tmp_path / "one.csv")))) == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(dlbasics.DataError, match="a folder without image files"):
+        predict([f"run={run.dir}", "input=empty"])
+
+
+def test_images_given_to_a_run_of_a_table_are_refused(fit, tmp_path):
+    from dlbasics.using.predict import main as predict
+
+    run = fit("model=mlp", "data=moons", "data.n_samples=200", "trainer.max_epochs=1",
+              "figures=none")  # fmt: skip
+    write_folder(tmp_path / "new", per_class=1)
+    with pytest.raises(dlbasics.ConfigError, match=r"images, but the run learned from samples"):
+        predict([f"run={run.dir}", "input=new"])

@@ -209,30 +209,40 @@ class FolderImages(ImagesWithTestSplit):
             )
 
     def _load(self, files: list[str]) -> np.ndarray:
-        from PIL import Image, UnidentifiedImageError
-
         (height, width), mode = self._size_and_mode(files)
         images = np.empty((len(files), 1 if mode == "L" else 3, height, width), np.float32)
         for index, file in enumerate(files):
-            try:
-                with Image.open(file) as opened:
-                    image = opened.convert(mode)
-            except (UnidentifiedImageError, OSError) as error:
-                raise DataError(
-                    f"data.path: {file} is not an image that can be read ({error}); remove it "
-                    "or replace it"
-                ) from None
-            if (image.height, image.width) != (height, width):
-                if self.image_size is None:
-                    raise DataError(
-                        f"data.path: {file} is {image.height} x {image.width}, the first "
-                        f"image {height} x {width}; give them one size with "
-                        f"data.image_size=[{height},{width}]"
-                    )
-                image = image.resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(image, dtype=np.float32) / 255.0
-            images[index] = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+            resize = self.image_size is not None
+            images[index] = read_image(file, mode, (height, width), resize, key="data.path")
         return images
+
+
+def read_image(
+    file: str | Path, mode: str, size: tuple[int, int], resize: bool = True, key: str = "input"
+) -> np.ndarray:
+    """One image file as float32 ``C x H x W`` pixels in ``[0, 1]``: converted to ``mode``
+    (``L`` grey, ``RGB``) and, with ``resize``, to ``size`` (``(H, W)``); a DataError naming
+    the file (and ``key``, the setting that named it) if it cannot be read or is of another
+    size."""
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = size
+    try:
+        with Image.open(file) as opened:
+            image = opened.convert(mode)
+    except (UnidentifiedImageError, OSError) as error:
+        raise DataError(
+            f"{key}: {file} is not an image that can be read ({error}); remove it or replace it"
+        ) from None
+    if (image.height, image.width) != (height, width):
+        if not resize:
+            raise DataError(
+                f"{key}: {file} is {image.height} x {image.width}, the first image "
+                f"{height} x {width}; give them one size with data.image_size=[{height},{width}]"
+            )
+        image = image.resize((width, height), Image.BILINEAR)
+    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def _amount(size: int) -> str:

@@ -2,20 +2,23 @@
 
 usage: python -m dlbasics.predict run=<run dir> input=<file.csv> [output=<file.csv>] [ckpt=...]
        python -m dlbasics.predict model=<file.onnx|file.pt2> input=<file.csv> [output=...]
+       python -m dlbasics.predict run=<run dir> input=<folder or image file> [output=...]
 
   run=DIR        the run directory whose model predicts
   model=FILE     or an exported model instead of a run: model.onnx or model.pt2 (the
                  JSON beside it names the columns); ONNX runs on onnxruntime, no torch
   input=FILE     a CSV file with a header line and the run's feature columns, by name
                  (any order; the target column may be there or not; other columns are
-                 carried through to the output untouched)
+                 carried through to the output untouched); for a run of images, an image
+                 file or a folder of them (read as the run read its own: its channels,
+                 resized to its size)
   output=FILE    where the predictions go (default: <input name>.csv in <run dir>/predict/,
                  or with model= in predict/ beside the model file)
   ckpt=CHOICE    best (default), last, or a .ckpt file
 
-The output holds the input's columns, then predicted_<target> (the value for regression,
-the class name for classification) and, for classification, probability_<class> per
-class. The file is read and written in chunks (bounded memory, a progress bar); a missing
+The output holds the input's columns (for images: the file's path), then
+predicted_<target> (the value for regression, the class name for classification) and, for
+classification, probability_<class> per class. The file is read and written in chunks (bounded memory, a progress bar); a missing
 column, an empty or non-numeric feature value stops with the row and column, and nothing
 is left at output.
 """
@@ -67,7 +70,9 @@ class Model:
 
     @property
     def target(self) -> str:
-        return self.description.get("target_name") or "y"
+        """What is predicted: the table's target column; ``class`` for images, else ``y``."""
+        images = len(self.description.get("input_shape") or []) == 3 and self.classes
+        return self.description.get("target_name") or ("class" if images else "y")
 
     @functools.cached_property
     def encoding(self):
@@ -110,6 +115,9 @@ def predict_to_file(options: dict[str, str]) -> tuple[Path, int, float, str]:
     if "model" in options and "ckpt" in options:
         raise ConfigError("ckpt= picks a checkpoint of run=; model= is one file already")
     description, default_output = describe(options)
+    files = image_files(source)
+    if files is not None:
+        return predict_images(options, description, default_output, source, files)
     header, sep = read_header(source, "input")
     check_columns(header, description, source)  # before torch or onnxruntime are imported
     output = Path(options.get("output") or default_output / f"{source.stem}.csv")
@@ -123,6 +131,70 @@ def predict_to_file(options: dict[str, str]) -> tuple[Path, int, float, str]:
     started = time.perf_counter()
     rows = predict_file(model, source, output, header, sep, input_decimal(source, sep))
     return output, rows, time.perf_counter() - started, model.name
+
+
+# What an input of images may be named (torchvision's ImageFolder finds these too).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_CHUNK = 256  # images read and predicted at a time
+
+
+def image_files(source: Path) -> list[Path] | None:
+    """The images of ``input=``: a folder's (with its subfolders), or one image file; None
+    when it names a table."""
+    if source.is_dir():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"input={source}: a folder without image files (PNG, JPEG, BMP, ...)")
+        return files
+    if source.suffix.lower() in IMAGE_SUFFIXES:
+        if not source.is_file():
+            raise ConfigError(f"input={source}: no such file")
+        return [source]
+    return None
+
+
+def predict_images(
+    options: dict[str, str], description: dict[str, Any], default_output: Path, source: Path,
+    files: list[Path],
+) -> tuple[Path, int, float, str]:  # fmt: skip
+    """Predict each image file: one row per file, its path (within ``source`` if a folder)
+    then the model's outputs, written as :func:`predict_file` writes a table's."""
+    from dlbasics.data.images import read_image
+
+    shape = description.get("input_shape") or []
+    if len(shape) != 3:
+        raise ConfigError(
+            f"input={source}: images, but the run learned from samples shaped {shape} (a "
+            "table); give it a CSV file of its columns"
+        )
+    channels, height, width = shape
+    mode = "L" if channels == 1 else "RGB"
+    output = Path(options.get("output") or default_output / f"{source.stem}.csv")
+    if output.is_dir():
+        raise ConfigError(f"output={output}: a folder; name the CSV file to write")
+    model = load_model(options, description)
+    started = time.perf_counter()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("wb") as out:
+            out.write(_csv_fields(["path", *output_names(model)], ",") + b"\n")
+            for start in range(0, len(files), IMAGE_CHUNK):
+                chunk = files[start : start + IMAGE_CHUNK]
+                pixels = np.stack(
+                    [read_image(f, mode, (height, width), key="input") for f in chunk]
+                )
+                outputs = model.predict(pixels.reshape(len(chunk), -1))
+                names = [
+                    _csv_fields([str(f.relative_to(source) if source.is_dir() else f)], ",")
+                    for f in chunk
+                ]
+                out.writelines(_with_predictions(names, model, outputs, ","))
+        partial.replace(output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return output, len(files), time.perf_counter() - started, model.name
 
 
 def describe(options: dict[str, str]) -> tuple[dict[str, Any], Path]:
