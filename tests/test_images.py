@@ -232,3 +232,49 @@ def test_images_given_to_a_run_of_a_table_are_refused(fit, tmp_path):
     write_folder(tmp_path / "new", per_class=1)
     with pytest.raises(dlbasics.ConfigError, match=r"images, but the run learned from samples"):
         predict([f"run={run.dir}", "input=new"])
+
+
+# -- data.augment --------------------------------------------------------------------------
+
+
+def test_each_image_draws_its_own_flip_and_shift():
+    import torch
+
+    from dlbasics.config.schema import AUGMENTATIONS
+    from dlbasics.data.augment import AUGMENTATIONS as APPLIED
+    from dlbasics.data.augment import augmentation
+
+    assert tuple(APPLIED) == AUGMENTATIONS  # what the checks accept is what is applied
+    torch.manual_seed(0)
+    images = torch.rand(200, 3, 10, 12)
+    flipped = augmentation(["flip"])(images)
+    mirrored = [torch.equal(f, i.flip(-1)) for f, i in zip(flipped, images, strict=True)]
+    same = [torch.equal(f, i) for f, i in zip(flipped, images, strict=True)]
+    assert all(m or s for m, s in zip(mirrored, same, strict=True))
+    assert 60 < sum(mirrored) < 140  # each its own draw, about half
+    shifted = augmentation(["crop"])(images)
+    offsets = set()
+    for out, image in zip(shifted, images, strict=True):
+        padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
+        found = [(dy, dx) for dy in range(9) for dx in range(9)
+                 if torch.equal(out, padded[:, dy : dy + 10, dx : dx + 12])]  # fmt: skip
+        assert found, "not a shift of its own image by up to 4 pixels"
+        offsets.add(found[0])
+    assert len(offsets) > 20
+    stacked = augmentation(["flip", "crop"])(images.view(4, 50, 3, 10, 12))  # seeds= members
+    assert stacked.shape == (4, 50, 3, 10, 12)
+
+
+def test_augmented_training_still_learns_and_leaves_evaluation_alone(fit, tmp_path):
+    write_folder(tmp_path / "photos")
+    run = fit("data=images", "data.path=photos", "data.augment=[flip,crop]", *IMAGES_CNN)
+    assert run.config.data.augment == ["flip", "crop"]
+    assert run.metrics["val/acc"] > 0.5, run.metrics
+    # the test split is scored without augmentation: evaluate gives the run's own numbers
+    assert dlbasics.load(run.dir).evaluate()["test/acc"] == pytest.approx(run.metrics["test/acc"])
+
+
+def test_augmenting_what_is_not_images_or_an_unknown_one_is_one_line(fit, tmp_path):
+    write_folder(tmp_path / "photos")
+    message = fit_error(fit, "data=images", "data.path=photos", "data.augment=[rotate]")
+    assert message.startswith("data.augment: 'rotate' is not an augmentation; use any of flip")

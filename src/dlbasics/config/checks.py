@@ -35,7 +35,7 @@ from omegaconf.errors import (
 )
 
 from dlbasics.config.members import is_stacked, seeds_of, varied
-from dlbasics.config.schema import ACTIVATIONS, SCHEMAS, keys_of
+from dlbasics.config.schema import ACTIVATIONS, AUGMENTATIONS, SCHEMAS, keys_of
 from dlbasics.config.schema import Data as DATA_DEFAULTS
 from dlbasics.config.tree import CONFIG_DIR, group_options
 from dlbasics.errors import ConfigError
@@ -868,6 +868,12 @@ def check_data_values(cfg: DictConfig) -> None:
         _at_least(cfg, "data.noise", 0)
     if "n_samples" in data:
         _at_least(cfg, "data.n_samples", 1, whole=True)
+    unknown = [name for name in data.get("augment") or [] if name not in AUGMENTATIONS]
+    if unknown:
+        raise ConfigError(
+            f"data.augment: {unknown[0]!r} is not an augmentation; use any of "
+            f"{', '.join(AUGMENTATIONS)}, e.g. data.augment=[flip,crop]"
+        )
 
 
 _FRACTIONS = ("val_fraction", "test_fraction")

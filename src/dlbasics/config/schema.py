@@ -43,6 +43,9 @@ ACTIVATIONS = {
     "elu": "ELU",
 }
 
+# Augmentations of training images (data.augment), applied by dlbasics.data.augment.
+AUGMENTATIONS = ("flip", "crop")
+
 
 # -- conf/train.yaml ---------------------------------------------------------------------
 
@@ -190,6 +193,7 @@ class Images(Data):
     dataset: str = MISSING
     root: str = MISSING
     download: bool = MISSING
+    augment: list[str] | None = None  # training images only: flip, crop
 
 
 @dataclass
@@ -199,6 +203,7 @@ class FolderImages(Data):
     path: str | None = None
     image_size: list[int] | None = None
     channels: int | None = None
+    augment: list[str] | None = None  # training images only: flip, crop
 
 
 @dataclass

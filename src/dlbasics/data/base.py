@@ -33,6 +33,7 @@ from dlbasics.data.arrays import (
     scale_splits,
     split_rows,
 )
+from dlbasics.data.augment import augmentation
 from dlbasics.errors import DataError
 from dlbasics.training.batches import (
     MemberBatches,
@@ -69,6 +70,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         eval_batch_size: rows per validation/test batch (evaluation has no optimizer step).
         steps_per_chunk: minibatches per Lightning step when the module asks for chunks
             (see :mod:`dlbasics.training.batches`).
+        augment: images only: ``flip``, ``crop`` applied to each training minibatch
+            (:mod:`dlbasics.data.augment`).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         shuffle_seed: int = 0,
         eval_batch_size: int = 4096,
         steps_per_chunk: int = 32,
+        augment: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.task = task
@@ -99,6 +103,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.shuffle_seed = shuffle_seed
         self.eval_batch_size = eval_batch_size
         self.steps_per_chunk = steps_per_chunk
+        self.augment = list(augment) if augment else None
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.num_classes: int | None = None
         self.class_names: list[str] = []  # class index -> original label (classification)
@@ -217,6 +222,11 @@ class InMemoryDataModule(pl.LightningDataModule):
             y = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
             check_finite(y, "the target")
         parts = self._split_rows(x, y)
+        if self.augment and x.ndim != 4:
+            raise DataError(
+                f"data.augment={self.augment}: augments images (samples shaped C x H x W); "
+                f"these samples are shaped {tuple(x.shape[1:])}"
+            )
         if self.standardize and x.ndim == 2:
             parts, self.feature_scaling = scale_splits(parts, column=0)
         if self.standardize_target and self.task == "regression":
@@ -238,18 +248,20 @@ class InMemoryDataModule(pl.LightningDataModule):
         epoch_of = (lambda: trainer.current_epoch) if trainer is not None else None
         module = trainer.lightning_module if trainer else None
         seeds = getattr(module, "member_seeds", None)
+        augment = augmentation(self.augment)
         if seeds:  # K stacked members, each in its own seed's order (training/seeds.py)
             chunk = self.steps_per_chunk if module.takes_chunks else None
-            return MemberBatches(x, y, batch_size, seeds, chunk, self.shuffle, epoch_of)
+            return MemberBatches(x, y, batch_size, seeds, chunk, self.shuffle, epoch_of, augment)
         if getattr(module, "takes_chunks", False):
             return ShuffledChunks(
                 x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed,
-                epoch_of=epoch_of,
+                epoch_of=epoch_of, augment=augment,
             )  # fmt: skip
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         return ShuffledBatches(
-            x, y, batch_size, self.shuffle, self.shuffle_seed, rank, world_size, epoch_of
-        )
+            x, y, batch_size, self.shuffle, self.shuffle_seed, rank, world_size, epoch_of,
+            augment,
+        )  # fmt: skip
 
     def val_dataloader(self) -> OrderedBatches | list:
         return self._eval_batches("val")

@@ -72,8 +72,10 @@ class ShuffledBatches:
         rank: int = 0,
         world_size: int = 1,
         epoch_of: Callable[[], int] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.x, self.y = x, y
+        self.augment = augment  # applied to each minibatch's inputs (data.augment)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -112,7 +114,8 @@ class ShuffledBatches:
             self.epoch = self.epoch_of()
         order = self.order()
         x, y = (self.x, self.y) if order is None else (self.x[order], self.y[order])
-        yield from zip(x.split(self.batch_size), y.split(self.batch_size), strict=True)
+        for xb, yb in zip(x.split(self.batch_size), y.split(self.batch_size), strict=True):
+            yield (self.augment(xb) if self.augment else xb), yb
 
 
 class ShuffledChunks(ShuffledBatches):
@@ -129,8 +132,9 @@ class ShuffledChunks(ShuffledBatches):
         shuffle: bool = True,
         seed: int = 0,
         epoch_of: Callable[[], int] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        super().__init__(x, y, batch_size, shuffle, seed, epoch_of=epoch_of)
+        super().__init__(x, y, batch_size, shuffle, seed, epoch_of=epoch_of, augment=augment)
         self.steps_per_chunk = steps_per_chunk
 
     @property
@@ -179,8 +183,9 @@ class MemberBatches(ShuffledBatches):
         steps_per_chunk: int | None = None,
         shuffle: bool = True,
         epoch_of: Callable[[], int] | None = None,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        super().__init__(x, y, batch_size, shuffle, seeds[0], epoch_of=epoch_of)
+        super().__init__(x, y, batch_size, shuffle, seeds[0], epoch_of=epoch_of, augment=augment)
         self.seeds = list(seeds)
         self.steps_per_chunk = steps_per_chunk
 
@@ -206,7 +211,8 @@ class MemberBatches(ShuffledBatches):
         if self.epoch_of is not None:
             self.epoch = self.epoch_of()
         minibatches = [
-            (self.x[rows], self.y[rows]) for rows in self.orders().split(self.batch_size, dim=1)
+            (self.augment(self.x[rows]) if self.augment else self.x[rows], self.y[rows])
+            for rows in self.orders().split(self.batch_size, dim=1)
         ]
         if self.steps_per_chunk is None:
             yield from minibatches
