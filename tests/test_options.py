@@ -143,6 +143,11 @@ TRAINED_ELSEWHERE = {
     "blobs",
     "points",
     "csv",
+    # images: test_images.py writes each format and trains on it
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "images",
 }
 # option: task, one sample's shape, outputs, test metric, bar after 2 epochs of an MLP
 # (measured: circles 0.98 acc where a linear model gets 0.58; make_classification 0.76, 3

@@ -75,6 +75,7 @@ def new_folder(parent: Path) -> Path:
 SPLIT_KEYS = (
     "batch_size", "val_fraction", "test_fraction", "standardize", "standardize_target",
     "stratify", "shuffle", "split_seed", "shuffle_seed", "eval_batch_size", "steps_per_chunk",
+    "augment",
 )  # fmt: skip
 
 
