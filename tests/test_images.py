@@ -102,7 +102,10 @@ def test_cifar10_batches_are_read_by_torchvision_and_learned(fit, tmp_path, monk
     assert rows["input_shape"] == [3, 32, 32] and rows["class_names"][1] == "automobile"
     assert rows["rows"]["test"] == TEST
     assert run.metrics["test/acc"] > 0.8, run.metrics
-    # a run of these data is used as any other: its test split again, the same accuracy
+    # a run of these data is used as any other, from any folder: its test split again
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     assert dlbasics.load(run.dir).evaluate()["test/acc"] == pytest.approx(run.metrics["test/acc"])
 
 

@@ -219,14 +219,20 @@ def _retarget(node) -> None:
 def _anchor_data_path(config: DictConfig, run_dir: Path) -> None:
     """A relative ``data.path`` was read from where the run started (Hydra's runtime cwd,
     in ``.hydra/hydra.yaml``): point it there, so the run's CSV file (or folder of images,
-    ``data=images``) is found from anywhere."""
-    data_path = (config.get("data") or {}).get("path")
+    ``data=images``; or ``data.root``, torchvision's folder) is found from anywhere."""
     hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    if not data_path or Path(data_path).is_absolute() or not hydra_file.is_file():
+    if not hydra_file.is_file():
         return
-    started_in = OmegaConf.select(OmegaConf.load(hydra_file), "hydra.runtime.cwd")
-    if started_in and (Path(started_in) / data_path).exists():
-        config.data.path = str(Path(started_in) / data_path)
+    started_in = None
+    for key in ("path", "root"):
+        data_path = (config.get("data") or {}).get(key)
+        if not data_path or Path(str(data_path)).is_absolute():
+            continue
+        started_in = started_in or OmegaConf.select(
+            OmegaConf.load(hydra_file), "hydra.runtime.cwd"
+        )
+        if started_in and (Path(started_in) / str(data_path)).exists():
+            config.data[key] = str(Path(started_in) / str(data_path))
 
 
 class TrainedModel:
