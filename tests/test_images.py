@@ -180,11 +180,13 @@ def test_train_and_test_folders_are_the_split_and_images_are_resized_and_made_gr
         (lambda root: write_folder(root, classes=("only",)), "one class folder (only)"),
         (lambda root: (write_folder(root), (root / "dog" / "3.png").write_bytes(b"not a png")),
          "dog/3.png is not an image that can be read"),
+        (lambda root: (write_folder(root, mode="L"), (root / "cat" / "0.png").write_bytes(b"")),
+         "cat/0.png is not an image that can be read"),
         (lambda root: (write_folder(root), write_folder(root, classes=("owl",), size=(10, 10))),
          "give them one size with data.image_size="),
         (lambda root: (write_folder(root), (root / "empty").mkdir()), "empty"),
     ],
-    ids=["one-class", "corrupt", "mixed-sizes", "empty-class"],
+    ids=["one-class", "corrupt", "corrupt-first-of-grey", "mixed-sizes", "empty-class"],
 )  # fmt: skip
 def test_what_a_folder_gets_wrong_is_one_line_naming_the_file_or_folder(
     fit, tmp_path, make, expected

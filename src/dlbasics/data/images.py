@@ -148,10 +148,14 @@ class FolderImages(ImagesWithTestSplit):
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.path.is_dir():
             raise DataError(f"data.path={self.path}: no such folder of images")
-        given = [self.path / "train", self.path / "test"]
-        if all(folder.is_dir() for folder in given):
-            (train, classes), (test, _) = self._find(given[0]), self._find(given[1])
-            test = self._same_classes(test, _, classes, given[1])
+        train_dir, test_dir = self.path / "train", self.path / "test"
+        if train_dir.is_dir() and test_dir.is_dir():  # the user's own split
+            (train, classes), (test, test_classes) = self._find(train_dir), self._find(test_dir)
+            if test_classes != classes:
+                raise DataError(
+                    f"data.path={test_dir}: its class folders {test_classes} are not train/'s "
+                    f"{classes}; give test/ the same subfolders"
+                )
         else:
             (train, classes), test = self._find(self.path), []
         files = [*train, *test]
@@ -176,23 +180,12 @@ class FolderImages(ImagesWithTestSplit):
             )
         return found.samples, found.classes
 
-    def _same_classes(self, test, test_classes, classes, folder) -> list:
-        if test_classes != classes:
-            raise DataError(
-                f"data.path={folder}: its class folders {test_classes} are not train/'s "
-                f"{classes}; give test/ the same subfolders"
-            )
-        return test
-
     def _size_and_mode(self, files: list[str]) -> tuple[tuple[int, int], str]:
         """The images' ``(H, W)`` and PIL mode: the settings', or what the files hold."""
-        from PIL import Image
-
-        with Image.open(files[0]) as first:
-            size = (first.height, first.width)
+        size, _ = _header(files[0])
         if self.channels is not None:
             return tuple(self.image_size or size), "L" if self.channels == 1 else "RGB"
-        grey = all(_mode(file) in ("1", "L", "I", "I;16", "F") for file in files)
+        grey = all(_header(file)[1] in ("1", "L", "I", "I;16", "F") for file in files)
         return tuple(self.image_size or size), "L" if grey else "RGB"
 
     def _check_memory(self, files: list) -> None:
@@ -249,11 +242,18 @@ def _amount(size: int) -> str:
     return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
 
 
-def _mode(file: str) -> str:
-    from PIL import Image
+def _header(file: str) -> tuple[tuple[int, int], str]:
+    """An image file's ``(H, W)`` and PIL mode, read from its header."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(file) as image:
-        return image.mode
+    try:
+        with Image.open(file) as image:
+            return (image.height, image.width), image.mode
+    except (UnidentifiedImageError, OSError) as error:
+        raise DataError(
+            f"data.path: {file} is not an image that can be read ({error}); remove it or "
+            "replace it"
+        ) from None
 
 
 def _available_memory() -> int | None:
