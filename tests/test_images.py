@@ -224,6 +224,11 @@ def test_predict_on_a_folder_or_a_file_of_images_writes_a_class_per_file(fit, tm
                for r in rows)  # fmt: skip
     predict([f"run={run.dir}", "input=new/owl/1.jpg", "output=one.csv"])
     assert len(list(csv.DictReader(open(tmp_path / "one.csv")))) == 1
+    # an export predicts the same, with the same columns (onnxruntime, no torch)
+    exported = run.export("onnx")
+    predict([f"model={exported}", "input=new", "output=onnx.csv"])
+    again = list(csv.DictReader(open(tmp_path / "onnx.csv")))
+    assert [r["predicted_class"] for r in again] == [r["predicted_class"] for r in rows]
     (tmp_path / "empty").mkdir()
     with pytest.raises(dlbasics.DataError, match="a folder without image files"):
         predict([f"run={run.dir}", "input=empty"])

@@ -42,7 +42,7 @@ import numpy as np
 
 from dlbasics.cli import commands
 from dlbasics.errors import ConfigError, DataError
-from dlbasics.using.saved_run import feature_columns, open_run
+from dlbasics.using.saved_run import feature_columns, open_run, target_name
 
 CHUNK_ROWS = 16_384  # rows read, predicted and written at a time: memory stays bounded
 # Cells read as missing in a feature column, as training read them (pandas' defaults and
@@ -70,9 +70,7 @@ class Model:
 
     @property
     def target(self) -> str:
-        """What is predicted: the table's target column; ``class`` for images, else ``y``."""
-        images = len(self.description.get("input_shape") or []) == 3 and self.classes
-        return self.description.get("target_name") or ("class" if images else "y")
+        return target_name(self.description)
 
     @functools.cached_property
     def encoding(self):

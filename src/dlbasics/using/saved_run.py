@@ -155,6 +155,13 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
     return SavedRun(path, config, key, given)
 
 
+def target_name(description: dict[str, Any]) -> str:
+    """What a run predicts, as its outputs are named (``predicted_<name>``): the table's
+    target column; ``class`` for images; else ``y``."""
+    images = len(description.get("input_shape") or []) == 3 and description.get("class_names")
+    return description.get("target_name") or ("class" if images else "y")
+
+
 def is_seeds_run(directory: Path) -> bool:
     """Whether ``directory`` is a ``seeds=`` run (its members are the runs)."""
     from dlbasics.config.members import is_stacked
@@ -265,7 +272,7 @@ class TrainedModel:
 
     @property
     def target_column(self) -> str:
-        return self.description.get("target_name") or "y"
+        return target_name(self.description)
 
     def raw_feature_model(self):
         """The net with the scaling folded in (:class:`~dlbasics.nets.RawFeatureModel`)."""
