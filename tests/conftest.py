@@ -7,10 +7,14 @@ import-free checks, DDP, launchers, the wheel.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 # One torch thread in this process and in the processes it starts: these nets are
@@ -91,6 +95,27 @@ def fit(tmp_path, monkeypatch):
         return dlbasics.fit(*overrides, **keywords)
 
     return run
+
+
+@contextlib.contextmanager
+def interrupt_once(folder: Path, pattern: str, after: float = 2.0):
+    """Within the block, send this process one SIGINT (a notebook's interrupt) ``after``
+    seconds once ``folder.glob(pattern)`` finds a file: a sign that training has begun."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if list(folder.glob(pattern)):
+                time.sleep(after)
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def fit_error(fit, *overrides: str, **keywords) -> str:

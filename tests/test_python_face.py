@@ -7,15 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import dlbasics
-from conftest import fit_error, run_cli
+from conftest import fit_error, interrupt_once, run_cli
 from dlbasics.errors import ConfigError, RunInterrupted
 
 LINEAR = ("model=linreg", "data=linear", "optimizer=sgd", "optimizer.lr=0.05", "trainer.max_epochs=40")
@@ -144,24 +142,10 @@ def test_ctrl_c_stops_a_fit_with_a_checkpoint_that_fit_resumes(fit, tmp_path):
     """A notebook's interrupt is SIGINT to the kernel: the run stops at an epoch's end,
     keeps last.ckpt, and the kernel (this process) goes on to resume it."""
     long_run = ("model=linreg", "data=linear", "data.n_samples=2000", "data.batch_size=8")
-    stop = threading.Event()
-
-    def interrupt_once_training() -> None:
-        # data.json is written just before training starts; a moment later it runs.
-        while not stop.is_set():
-            if list(tmp_path.glob("outputs/train/runs/*/data.json")):
-                time.sleep(2)
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=interrupt_once_training, daemon=True)
-    watcher.start()
-    try:
+    # data.json is written just before training starts; a moment later it runs.
+    with interrupt_once(tmp_path, "outputs/train/runs/*/data.json"):
         with pytest.raises(RunInterrupted) as caught:
             fit(*long_run, "trainer.max_epochs=10000", "figures=none")
-    finally:
-        stop.set()
     message = str(caught.value)
     assert "Stopped by SIGINT" in message and 'dlbasics.fit("resume=' in message
     run_dir = message.split('dlbasics.fit("resume=', 1)[1].split('"', 1)[0]

@@ -10,7 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import dlbasics
-from conftest import fit_error
+from conftest import fit_error, interrupt_once
 from dlbasics.nets import CNN, MLP, LinearRegression
 from dlbasics.training.batches import MemberBatches, ShuffledBatches
 from dlbasics.training.stacked import stack_nets, stackable
@@ -270,29 +270,11 @@ def test_the_member_optimizer_steps_as_torchs_does_for_each_member(algorithm, sh
 def test_ctrl_c_stops_every_member_with_a_checkpoint_each_resumes_from(fit, tmp_path):
     """A notebook's interrupt: the members stop at an epoch's end, each keeps its
     last.ckpt, the run is kept, and any member goes on as an ordinary run."""
-    import os
-    import signal
-    import threading
-    import time
-
-    stop = threading.Event()
-
-    def interrupt_once_training() -> None:
-        while not stop.is_set():  # the members' data.json is written just before training
-            if list(tmp_path.glob("outputs/train/runs/*/1/data.json")):
-                time.sleep(2)
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=interrupt_once_training, daemon=True)
-    watcher.start()
-    try:
+    # the members' data.json are written just before training starts
+    with interrupt_once(tmp_path, "outputs/train/runs/*/1/data.json"):
         with pytest.raises(dlbasics.RunInterrupted) as caught:
             fit("model=linreg", "data=linear", "data.n_samples=2000", "data.batch_size=8",
                 "trainer.max_epochs=10000", *QUIET, "seeds=[0,1]")  # fmt: skip
-    finally:
-        stop.set()
     message = str(caught.value)
     assert message.startswith("Stopped by SIGINT after") and "resume=" in message
     run_dir = Path(message.split("python -m dlbasics.train resume=", 1)[1].split(" ")[0]).parent

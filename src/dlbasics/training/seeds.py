@@ -466,7 +466,6 @@ def build_member(cfg: DictConfig, index: int, own: dict, datamodule, objective, 
 def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     """Train ``cfg.seeds`` as one vectorised run; return each final metric's mean over the
     members (each member's own are in its ``metrics.json``)."""
-    import signal
 
     from dlbasics.search.sweeps import summarize
     from dlbasics.training import report
@@ -477,8 +476,8 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     from dlbasics.training.train import (
         _in_sweep,
         _interrupt_after_training,
-        _stopping_signal,
         _without,
+        fit_until_stopped,
         set_matmul_precision,
     )
 
@@ -547,20 +546,13 @@ def train_seeds(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
         len(settings) - 1,
     )
 
-    try:
-        trainer.fit(module, datamodule=datamodule)
-    except TrainingDiverged as error:
-        raise TrainingDiverged(f"{error} {_kept(members)}") from None
-    except SystemExit as error:
-        signum = _stopping_signal(error, trainer)
-        if signum is None:
-            raise
-        what = f"Stopped at once by {signum.name} after {trainer.current_epoch} whole epochs"
-        raise _interrupted(run_dir, members, what, signum) from None
-    if stop is not None and stop.stopped:
-        signum = stop.received or signal.SIGTERM
-        what = f"Stopped by {signum.name} after {trainer.current_epoch} epochs"
-        raise _interrupted(run_dir, members, what, signum)
+    fit_until_stopped(
+        trainer,
+        lambda: trainer.fit(module, datamodule=datamodule),
+        stop,
+        kept=lambda: _kept(members),
+        interrupted=lambda what, signum: _interrupted(run_dir, members, what, signum),
+    )
 
     with _interrupt_after_training(cfg, None, trainer, kept=_kept(members)):
         epochs = trainer.current_epoch

@@ -113,27 +113,13 @@ def train(cfg: DictConfig, show_config: bool = True) -> dict[str, float]:
     if writes:
         datamodule.save_description(cfg.paths.output_dir)
     start_session(loggers, cfg)  # the run's HPARAMS row, there from the first epoch on
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    except TrainingDiverged as error:
-        raise TrainingDiverged(f"{error} {_kept(checkpoint)}") from None
-    except SystemExit as error:
-        # A fit that a signal stopped at once, after its on_exception hooks (last.ckpt written).
-        signum = _stopping_signal(error, trainer)
-        if signum is None:
-            raise
-        raise _interrupted(
-            cfg,
-            checkpoint,
-            f"Stopped at once by {signum.name} after {trainer.current_epoch} whole epochs",
-            signum,
-        ) from None
-    if stop is not None and stop.stopped:
-        signum = stop.received or signal.SIGTERM  # a signal to another process of a DDP run
-        by = stop.received.name if stop.received else "a signal to another process"
-        raise _interrupted(
-            cfg, checkpoint, f"Stopped by {by} after {trainer.current_epoch} epochs", signum
-        )
+    fit_until_stopped(
+        trainer,
+        lambda: trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path),
+        stop,
+        kept=lambda: _kept(checkpoint),
+        interrupted=lambda what, signum: _interrupted(cfg, checkpoint, what, signum),
+    )
     with _interrupt_after_training(cfg, checkpoint, trainer):
         return _test_and_report(
             cfg, trainer, module, datamodule, loggers, checkpoint, tracker, will_test, writes
@@ -304,6 +290,28 @@ def share_cores_with_parallel_jobs() -> None:
         cores,
         extra=FILE_ONLY,
     )
+
+
+def fit_until_stopped(trainer, fit, stop, kept, interrupted) -> None:
+    """Run ``fit()`` and say how it ended when it did not finish, as one error: a diverged
+    loss (with ``kept()``: where the last good checkpoint is), or a signal, which stopped it
+    at once or, through the graceful ``stop`` callback, at an epoch's end
+    (``interrupted(what, signum)`` makes that error)."""
+    try:
+        fit()
+    except TrainingDiverged as error:
+        raise TrainingDiverged(f"{error} {kept()}") from None
+    except SystemExit as error:
+        # A fit that a signal stopped at once, after its on_exception hooks (last.ckpt written).
+        signum = _stopping_signal(error, trainer)
+        if signum is None:
+            raise
+        what = f"Stopped at once by {signum.name} after {trainer.current_epoch} whole epochs"
+        raise interrupted(what, signum) from None
+    if stop is not None and stop.stopped:
+        signum = stop.received or signal.SIGTERM  # a signal to another process of a DDP run
+        by = stop.received.name if stop.received else "a signal to another process"
+        raise interrupted(f"Stopped by {by} after {trainer.current_epoch} epochs", signum)
 
 
 def _stopping_signal(error: BaseException, trainer) -> signal.Signals | None:

@@ -25,6 +25,7 @@ is left at output.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import gc
@@ -172,27 +173,33 @@ def predict_images(
         raise ConfigError(f"output={output}: a folder; name the CSV file to write")
     model = load_model(options, description)
     started = time.perf_counter()
+    with written_whole(output) as out:
+        out.write(_csv_fields(["path", *output_names(model)], ",") + b"\n")
+        for start in range(0, len(files), IMAGE_CHUNK):
+            chunk = files[start : start + IMAGE_CHUNK]
+            pixels = np.stack([read_image(f, mode, (height, width), key="input") for f in chunk])
+            outputs = model.predict(pixels.reshape(len(chunk), -1))
+            names = [
+                _csv_fields([str(f.relative_to(source) if source.is_dir() else f)], ",")
+                for f in chunk
+            ]
+            out.writelines(_with_predictions(names, model, outputs, ","))
+    return output, len(files), time.perf_counter() - started, model.name
+
+
+@contextlib.contextmanager
+def written_whole(output: Path) -> Iterator:
+    """A binary file to write ``output`` into: a temporary file beside it, moved into place
+    when the block ends; a failure (or Ctrl-C) leaves nothing at ``output``."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
     try:
         with partial.open("wb") as out:
-            out.write(_csv_fields(["path", *output_names(model)], ",") + b"\n")
-            for start in range(0, len(files), IMAGE_CHUNK):
-                chunk = files[start : start + IMAGE_CHUNK]
-                pixels = np.stack(
-                    [read_image(f, mode, (height, width), key="input") for f in chunk]
-                )
-                outputs = model.predict(pixels.reshape(len(chunk), -1))
-                names = [
-                    _csv_fields([str(f.relative_to(source) if source.is_dir() else f)], ",")
-                    for f in chunk
-                ]
-                out.writelines(_with_predictions(names, model, outputs, ","))
+            yield out
         partial.replace(output)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    return output, len(files), time.perf_counter() - started, model.name
 
 
 def describe(options: dict[str, str]) -> tuple[dict[str, Any], Path]:
@@ -436,8 +443,6 @@ def predict_file(
 
     from dlbasics.training.report import console
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
     progress = Progress(
         TextColumn("predicting"), BarColumn(), TextColumn("{task.fields[rows]:,} rows"),
         TimeRemainingColumn(), console=console, transient=True,
@@ -448,7 +453,7 @@ def predict_file(
     # Lightning loaded, the collector's passes over their objects would double its time.
     gc.freeze()
     try:
-        with progress, source.open("rb") as handle, partial.open("wb") as out:
+        with progress, source.open("rb") as handle, written_whole(output) as out:
             task = progress.add_task("predict", total=max(source.stat().st_size, 1), rows=0)
             first_line = handle.readline()
             added = sep.encode() + _csv_fields(output_names(model), sep)
@@ -462,12 +467,8 @@ def predict_file(
                 out.writelines(_with_predictions(chunk.lines, model, outputs, sep, decimal))
                 rows += len(chunk.lines)
                 progress.update(task, completed=handle.tell(), rows=rows)
-        if rows == 0:
-            raise DataError(f"input={source}: no rows below the header")
-        partial.replace(output)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+            if rows == 0:
+                raise DataError(f"input={source}: no rows below the header")
     finally:
         gc.unfreeze()
     return rows
