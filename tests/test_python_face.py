@@ -244,3 +244,21 @@ def test_fit_imports_your_own_code_from_the_current_folder(fit, tmp_path):
               "figures=none")
     assert type(run.module.net).__name__ == "Net" and run.metrics["test/loss"] > 0
     assert sys.path == path_before
+
+
+def test_lightnings_notes_stay_out_of_a_notebook_whatever_imported_lightning_first(
+    fit, capfd, monkeypatch
+):
+    """Imported before any logging is set up (a notebook's lr_find before its first fit),
+    Lightning puts console handlers of its own on lightning.pytorch and lightning.fabric and
+    stops them propagating: its notes ("GPU available: False", a logger advert) must still
+    go to train.log only."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [logging.StreamHandler()])
+        monkeypatch.setattr(logger, "propagate", False)
+    capfd.readouterr()
+    run = fit("experiment=linreg_tiny", "trainer.max_epochs=2", "figures=none")
+    shown = "".join(capfd.readouterr())
+    assert "GPU available" not in shown and "Trainer.fit` stopped" not in shown
+    assert "GPU available" in (run.dir / "train.log").read_text()

@@ -39,7 +39,13 @@ def quiet_lightning() -> None:
     for ``train.log`` only (:class:`LightningNotesToFile`). Lightning's warnings, which can
     be acted on, are Python warnings and still show.
     """
-    logging.getLogger("lightning").handlers.clear()
+    # Lightning's handlers: on "lightning", or, when it was imported before any logging was
+    # set up (a notebook's lr_find, then fit), on "lightning.pytorch" and "lightning.fabric",
+    # which it then stops from propagating. Records go on to Hydra's handlers instead.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
     notes = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, LightningNotesToFile) for f in notes.filters):
         notes.addFilter(LightningNotesToFile())
