@@ -109,6 +109,41 @@ def test_cifar10_batches_are_read_by_torchvision_and_learned(fit, tmp_path, monk
     assert dlbasics.load(run.dir).evaluate()["test/acc"] == pytest.approx(run.metrics["test/acc"])
 
 
+def test_images_stay_uint8_and_each_batch_is_standardised_by_the_training_images(
+    tmp_path, monkeypatch
+):
+    """A quarter of float32's memory: the splits hold the bytes as read; each batch the
+    model sees is standardised per channel by the training split's mean and std."""
+    import torch
+
+    from dlbasics.data import TorchvisionImages
+
+    write_cifar10(tmp_path, monkeypatch)
+    data = TorchvisionImages("cifar10", str(tmp_path), download=False, val_fraction=0.2,
+                             batch_size=16)  # fmt: skip
+    data.setup("fit")
+    stored, _ = data.splits["train"]
+    assert stored.dtype == torch.uint8 and data.splits["test"][0].dtype == torch.uint8
+    pixels = stored.double() / 255
+    channel_mean = pixels.mean(dim=(0, 2, 3))
+    assert data.feature_scaling.mean.shape == (3, 1, 1)
+    assert np.allclose(data.feature_scaling.mean.ravel(), channel_mean, atol=1e-5)
+    seen = torch.cat([x for x, _ in data.train_dataloader()])  # every training image once
+    assert seen.dtype == torch.float32
+    assert torch.allclose(seen.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert torch.allclose(seen.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-2)
+    test_batch, _ = next(iter(data.test_dataloader()))  # by the training statistics too
+    mean, std = (torch.from_numpy(v) for v in (data.feature_scaling.mean, data.feature_scaling.std))
+    expected = (data.splits["test"][0][: len(test_batch)] / 255 - mean) / std
+    assert torch.allclose(test_batch, expected, atol=1e-5)
+    shown, _ = data.original_split("train")  # what figures show: pixels in [0, 1]
+    assert np.allclose(shown, pixels.numpy(), atol=1e-6)
+    plain = TorchvisionImages("cifar10", str(tmp_path), download=False, standardize=False)
+    plain.setup()
+    x, _ = next(iter(plain.test_dataloader()))
+    assert plain.feature_scaling is None and 0 <= float(x.min()) and float(x.max()) == 1.0
+
+
 def test_without_the_files_and_without_a_network_one_line_says_what_to_put_where(
     fit, tmp_path, monkeypatch
 ):
@@ -203,7 +238,7 @@ def test_a_folder_too_large_for_memory_is_refused_with_its_size(fit, tmp_path, m
     monkeypatch.setattr(images, "_available_memory", lambda: 2**20)  # 1 MiB left
     message = fit_error(fit, "data=images", "data.path=photos", "data.image_size=[256,256]",
                         *IMAGES_CNN)  # fmt: skip
-    assert "36 images of 3 x 256 x 256 take 27 MiB in memory, more than half of the 1 MiB" in message
+    assert "36 images of 3 x 256 x 256 take 7 MiB in memory, more than half of the 1 MiB" in message
     assert "data.image_size" in message
 
 
@@ -224,8 +259,16 @@ def test_predict_on_a_folder_or_a_file_of_images_writes_a_class_per_file(fit, tm
                for r in rows)  # fmt: skip
     predict([f"run={run.dir}", "input=new/owl/1.jpg", "output=one.csv"])
     assert len(list(csv.DictReader(open(tmp_path / "one.csv")))) == 1
-    # an export predicts the same, with the same columns (onnxruntime, no torch)
+    # an export predicts the same, with the same columns (onnxruntime, no torch); it takes
+    # images, N x 3 x 20 x 16 pixels in [0, 1], the run's standardisation in its graph
     exported = run.export("onnx")
+    import onnxruntime
+
+    (graph_input,) = onnxruntime.InferenceSession(str(exported)).get_inputs()
+    assert graph_input.name == "images" and graph_input.shape[1:] == [3, 20, 16]
+    about = json.loads(exported.with_name(exported.name + ".json").read_text())
+    assert about["input"].startswith("images: float32 (batch, C, H, W), pixels in [0, 1]")
+    assert about["feature_names"] is None and about["input_shape"] == [3, 20, 16]
     predict([f"model={exported}", "input=new", "output=onnx.csv"])
     again = list(csv.DictReader(open(tmp_path / "onnx.csv")))
     assert [r["predicted_class"] for r in again] == [r["predicted_class"] for r in rows]

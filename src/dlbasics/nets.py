@@ -160,12 +160,11 @@ class RawFeatureModel(nn.Module):
         self.net = net
         self.input_shape = [int(size) for size in input_shape]
         self.classification = classification
-        features = math.prod(self.input_shape)
-        # Identity statistics where nothing was scaled keep one graph for every run.
-        mean, std = _statistics(feature_scaling, features)
+        # Identity statistics (0 and 1) where nothing was scaled keep one graph for every run.
+        mean, std = _statistics(feature_scaling)
         self.register_buffer("feature_mean", mean)
         self.register_buffer("feature_std", std)
-        mean, std = _statistics(target_scaling, None)
+        mean, std = _statistics(target_scaling)
         self.register_buffer("target_mean", mean)
         self.register_buffer("target_std", std)
         # data.impute: a missing (NaN) cell of a filled-in column takes the training value.
@@ -177,16 +176,16 @@ class RawFeatureModel(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.fills:
             features = torch.where(torch.isnan(features) & self.filled, self.fill, features)
-        x = (features - self.feature_mean) / self.feature_std
-        output = self.net(x.reshape(-1, *self.input_shape))
+        # Shaped first: a table's statistics are per column, images' per channel (C x 1 x 1).
+        x = (features.reshape(-1, *self.input_shape) - self.feature_mean) / self.feature_std
+        output = self.net(x)
         if self.classification:
             return torch.softmax(output, dim=1)
         return output * self.target_std + self.target_mean
 
 
-def _statistics(scaling: dict | None, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _statistics(scaling: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     if scaling:
-        mean = torch.tensor(scaling["mean"], dtype=torch.float32).reshape(-1)
-        return mean, torch.tensor(scaling["std"], dtype=torch.float32).reshape(-1)
-    shape = (size,) if size else ()
-    return torch.zeros(shape), torch.ones(shape)
+        mean = torch.tensor(scaling["mean"], dtype=torch.float32)
+        return mean, torch.tensor(scaling["std"], dtype=torch.float32)
+    return torch.zeros(()), torch.ones(())

@@ -140,6 +140,24 @@ class Scaling:
         """Back to the data's own units (what figures and predictions show)."""
         return (values * self.std + self.mean).astype(np.float32)
 
+    @classmethod
+    def of_pixels(cls, images: np.ndarray, rows_at_once: int = 4096) -> Scaling:
+        """Each channel's mean and standard deviation of uint8 images ``N x C x H x W``, in
+        pixel units of ``[0, 1]``, shaped ``C x 1 x 1`` so that they apply to images as they
+        are. Summed a few thousand images at a time: no float copy of the whole set."""
+        channels = images.shape[1]
+        total, squares = np.zeros(channels), np.zeros(channels)
+        for start in range(0, len(images), rows_at_once):
+            part = images[start : start + rows_at_once].astype(np.float64) / 255.0
+            total += part.sum(axis=(0, 2, 3))
+            squares += np.square(part).sum(axis=(0, 2, 3))
+        count = len(images) * images.shape[2] * images.shape[3]
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+        std = np.where(std > 0, std, 1.0)  # a blank channel stays as it is
+        shape = (channels, 1, 1)
+        return cls(mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32))
+
     def to_dict(self) -> dict[str, list[float]]:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
 

@@ -34,6 +34,7 @@ from dlbasics.data.arrays import (
     split_rows,
 )
 from dlbasics.data.augment import augmentation
+from dlbasics.data.pixels import PixelInputs
 from dlbasics.errors import DataError
 from dlbasics.training.batches import (
     MemberBatches,
@@ -111,6 +112,8 @@ class InMemoryDataModule(pl.LightningDataModule):
         self.target_name: str | None = None
         self.label_names: dict[str, str] = {}  # label -> readable name (iris: "0" -> "setosa")
         self.feature_scaling: Scaling | None = None  # set by setup() when standardising
+        # Images loaded as uint8 stay uint8; this turns each batch into the model's floats.
+        self.pixels: PixelInputs | None = None
         self.target_scaling: Scaling | None = None
         # The weights and bias that generated the data, in its own units, where known
         # (data=linear, make_regression, points with weights): figures draw them.
@@ -171,8 +174,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         (``{"metric": "acc", "value": ..., "predicts": "<class name>"}``); regression, the MSE
         of always predicting the training split's mean (``"metric": "mse"``; its R² is about 0).
         """
-        _, train = self.original_split("train")
-        _, held_out = self.original_split(split)
+        train, held_out = self.original_targets("train"), self.original_targets(split)
         if self.task == "classification":
             counts = np.bincount(train.astype(np.int64), minlength=int(self.num_classes))
             majority = int(np.argmax(counts))  # a tie: the first class
@@ -193,15 +195,27 @@ class InMemoryDataModule(pl.LightningDataModule):
     def original_split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """A split as NumPy arrays in the data's own units (scaling undone), on the host.
 
-        Features keep their shape (images stay images); classification targets are class
-        indices (:attr:`class_names` names them), regression targets ``(N, outputs)``.
+        Features keep their shape (images stay images, as float32 pixels in ``[0, 1]``);
+        classification targets are class indices (:attr:`class_names` names them),
+        regression targets ``(N, outputs)``.
         """
-        x, y = (tensor.detach().cpu().numpy() for tensor in self._split(name))
+        x = self._split(name)[0].detach().cpu()
+        if self.pixels is not None:  # stored uint8, never scaled
+            return PixelInputs()(x).numpy(), self.original_targets(name)
+        x = x.numpy()
         if self.feature_scaling is not None:
             x = self.feature_scaling.undo(x)
-        if self.target_scaling is not None:
-            y = self.target_scaling.undo(y)
-        return x, y
+        return x, self.original_targets(name)
+
+    def original_targets(self, name: str) -> np.ndarray:
+        """A split's targets alone, as :meth:`original_split` gives them."""
+        y = self._split(name)[1].detach().cpu().numpy()
+        return self.target_scaling.undo(y) if self.target_scaling is not None else y
+
+    def model_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of a split as stored -> what the model takes: uint8 images become float
+        pixels, standardised where the data are; other rows are stored model-ready."""
+        return self.pixels(x) if self.pixels is not None else x
 
     # -- Lightning hooks ----------------------------------------------------------------
 
@@ -211,8 +225,10 @@ class InMemoryDataModule(pl.LightningDataModule):
             return
         check_target_scaling(self.standardize_target, self.task)
         x, y = self.load_arrays()
-        x = np.asarray(x, dtype=np.float32)
-        check_finite(x, "the features")
+        pixels = np.asarray(x).dtype == np.uint8 and np.ndim(x) == 4  # images: kept as uint8
+        if not pixels:
+            x = np.asarray(x, dtype=np.float32)
+            check_finite(x, "the features")
         if self.task == "classification":
             key = f"data.target={self.target_name}" if self.target_name else "data"
             y, labels = encode_labels(y, key)
@@ -229,6 +245,10 @@ class InMemoryDataModule(pl.LightningDataModule):
             )
         if self.standardize and x.ndim == 2:
             parts, self.feature_scaling = scale_splits(parts, column=0)
+        elif self.standardize and pixels:  # per channel, applied to each batch (PixelInputs)
+            self.feature_scaling = Scaling.of_pixels(parts["train"][0])
+        if pixels:
+            self.pixels = PixelInputs(self.feature_scaling)
         if self.standardize_target and self.task == "regression":
             parts, self.target_scaling = scale_splits(parts, column=1)
         self.splits = {
@@ -248,19 +268,21 @@ class InMemoryDataModule(pl.LightningDataModule):
         epoch_of = (lambda: trainer.current_epoch) if trainer is not None else None
         module = trainer.lightning_module if trainer else None
         seeds = getattr(module, "member_seeds", None)
-        augment = augmentation(self.augment)
+        transform = self._training_inputs()
         if seeds:  # K stacked members, each in its own seed's order (training/seeds.py)
             chunk = self.steps_per_chunk if module.takes_chunks else None
-            return MemberBatches(x, y, batch_size, seeds, chunk, self.shuffle, epoch_of, augment)
+            return MemberBatches(
+                x, y, batch_size, seeds, chunk, self.shuffle, epoch_of, transform
+            )  # fmt: skip
         if getattr(module, "takes_chunks", False):
             return ShuffledChunks(
                 x, y, batch_size, self.steps_per_chunk, self.shuffle, self.shuffle_seed,
-                epoch_of=epoch_of, augment=augment,
+                epoch_of=epoch_of, transform=transform,
             )  # fmt: skip
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         return ShuffledBatches(
             x, y, batch_size, self.shuffle, self.shuffle_seed, rank, world_size, epoch_of,
-            augment,
+            transform,
         )  # fmt: skip
 
     def val_dataloader(self) -> OrderedBatches | list:
@@ -311,7 +333,15 @@ class InMemoryDataModule(pl.LightningDataModule):
         if not self.has_split(name):
             return []  # Lightning skips a loop whose loader is empty
         x, y = self._on_device(name)
-        return OrderedBatches(x, y, self.eval_batch_size)
+        return OrderedBatches(x, y, self.eval_batch_size, self.pixels)
+
+    def _training_inputs(self):
+        """What each training minibatch's inputs go through: ``data.augment`` (on the
+        pixels as stored: a crop shifts black in), then :attr:`pixels`; None for nothing."""
+        augment, pixels = augmentation(self.augment), self.pixels
+        if augment is None or pixels is None:
+            return augment or pixels
+        return lambda images: pixels(augment(images))
 
     def _on_device(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Move a split to the trainer's device once (a no-op on CPU) and keep it there."""

@@ -2,8 +2,10 @@
 
 torchvision's own dataset classes read them: downloaded once into ``data.root`` (checked
 where torchvision checks, CIFAR-10 by MD5) and read from there offline afterwards. The
-images become ``C x H x W`` arrays of pixels scaled to ``[0, 1]`` (as ``data=digits``), in
-memory as the other datamodules' rows are, so the fast batch path serves them.
+images become ``C x H x W`` arrays of uint8 pixels, held in memory as the other datamodules'
+rows are, so the fast batch path serves them; each batch becomes float pixels in ``[0, 1]``,
+standardised per channel by the training images' mean and standard deviation
+(``data.standardize``, on by default) where it is served (:mod:`dlbasics.data.pixels`).
 The official split is kept: its test images are the test split, and the validation split
 is drawn from its training images (stratified by class, ``data.val_fraction``).
 """
@@ -57,7 +59,6 @@ class TorchvisionImages(ImagesWithTestSplit):
     def __init__(self, dataset: str, root: str, download: bool = True, **split_options: Any):
         if dataset not in DATASETS:
             raise ValueError(f"dataset={dataset!r}: one of {', '.join(DATASETS)}")
-        split_options.setdefault("standardize", False)  # pixels in [0, 1], as data=digits
         super().__init__(task="classification", **split_options)
         self.dataset = dataset
         self.root = Path(root).expanduser()
@@ -105,13 +106,13 @@ class TorchvisionImages(ImagesWithTestSplit):
 
 
 def _pixels(dataset) -> np.ndarray:
-    """A torchvision dataset's images as float32 ``N x C x H x W`` in ``[0, 1]``."""
+    """A torchvision dataset's images as uint8 ``N x C x H x W``."""
     images = np.asarray(dataset.data)
     if images.ndim == 3:  # MNIST, Fashion-MNIST: N x H x W, one channel
         images = images[:, None]
     else:  # CIFAR-10: N x H x W x C
         images = images.transpose(0, 3, 1, 2)
-    return images.astype(np.float32) / 255.0
+    return np.ascontiguousarray(images, dtype=np.uint8)
 
 
 # A set estimated above this share of the memory still available is refused before loading.
@@ -126,8 +127,9 @@ class FolderImages(ImagesWithTestSplit):
     Every image is read once (PNG, JPEG, BMP, ... as torchvision's ``ImageFolder`` finds
     them), converted to ``channels`` (1: grey, 3: RGB; default: RGB unless every image is
     grey) and resized to ``image_size`` (``[H, W]``; default: the images' own size, which
-    must then be the same for all), and held in memory as pixels in ``[0, 1]``. A set that
-    would take more than half the memory still available is refused with its size.
+    must then be the same for all), and held in memory as uint8 pixels, as torchvision's
+    sets are. A set that would take more than half the memory still available is refused
+    with its size.
     """
 
     def __init__(
@@ -137,7 +139,6 @@ class FolderImages(ImagesWithTestSplit):
         channels: int | None = None,
         **split_options: Any,
     ) -> None:
-        split_options.setdefault("standardize", False)
         super().__init__(task="classification", **split_options)
         self.path = Path(path).expanduser()
         self.image_size = None if image_size is None else [int(v) for v in image_size]
@@ -192,7 +193,7 @@ class FolderImages(ImagesWithTestSplit):
         """Refuse a set that would not fit, from its count and the first image's size."""
         (height, width), mode = self._size_and_mode([files[0][0]])
         channels = self.channels or 3
-        need = len(files) * height * width * channels * 4  # float32 pixels
+        need = len(files) * height * width * channels  # uint8 pixels
         available = _available_memory()
         if available and need > MEMORY_SHARE * available:
             raise DataError(
@@ -203,20 +204,26 @@ class FolderImages(ImagesWithTestSplit):
 
     def _load(self, files: list[str]) -> np.ndarray:
         (height, width), mode = self._size_and_mode(files)
-        images = np.empty((len(files), 1 if mode == "L" else 3, height, width), np.float32)
+        images = np.empty((len(files), 1 if mode == "L" else 3, height, width), np.uint8)
         for index, file in enumerate(files):
             resize = self.image_size is not None
-            images[index] = read_image(file, mode, (height, width), resize, key="data.path")
+            images[index] = read_pixels(file, mode, (height, width), resize, key="data.path")
         return images
 
 
 def read_image(
     file: str | Path, mode: str, size: tuple[int, int], resize: bool = True, key: str = "input"
 ) -> np.ndarray:
-    """One image file as float32 ``C x H x W`` pixels in ``[0, 1]``: converted to ``mode``
-    (``L`` grey, ``RGB``) and, with ``resize``, to ``size`` (``(H, W)``); a DataError naming
-    the file (and ``key``, the setting that named it) if it cannot be read or is of another
-    size."""
+    """One image file as float32 ``C x H x W`` pixels in ``[0, 1]`` (see :func:`read_pixels`)."""
+    return read_pixels(file, mode, size, resize, key).astype(np.float32) / 255.0
+
+
+def read_pixels(
+    file: str | Path, mode: str, size: tuple[int, int], resize: bool = True, key: str = "input"
+) -> np.ndarray:
+    """One image file as uint8 ``C x H x W`` pixels: converted to ``mode`` (``L`` grey,
+    ``RGB``) and, with ``resize``, to ``size`` (``(H, W)``); a DataError naming the file (and
+    ``key``, the setting that named it) if it cannot be read or is of another size."""
     from PIL import Image, UnidentifiedImageError
 
     height, width = size
@@ -234,7 +241,7 @@ def read_image(
                 f"{height} x {width}; give them one size with data.image_size=[{height},{width}]"
             )
         image = image.resize((width, height), Image.BILINEAR)
-    pixels = np.asarray(image, dtype=np.float32) / 255.0
+    pixels = np.asarray(image, dtype=np.uint8)
     return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 

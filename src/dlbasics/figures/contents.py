@@ -37,8 +37,9 @@ def predict(module, features: np.ndarray) -> np.ndarray:
     """The module's predictions for raw rows, in evaluation mode (no dropout), as NumPy."""
     was_training = module.training
     module.eval()
-    try:
-        return module.predict_raw(features).cpu().numpy()
+    try:  # a few thousand rows at a time: a test split of images at once is gigabytes
+        parts = np.split(features, range(4096, len(features), 4096))
+        return np.concatenate([module.predict_raw(part).cpu().numpy() for part in parts])
     finally:
         module.train(was_training)
 
@@ -60,6 +61,8 @@ def progress_inputs(
     On one feature the fitted line already shows a linear model's slope and intercept as
     it learns, so its weights figure is drawn for the ``final`` model only.
     """
+    if len(datamodule.input_shape) != 1:  # each of these figures is of a table's columns
+        return {}
     x_train, y_train = datamodule.original_split("train")
     split = shown_split(datamodule)
     x_shown, y_shown = datamodule.original_split(split)

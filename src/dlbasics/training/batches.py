@@ -72,10 +72,11 @@ class ShuffledBatches:
         rank: int = 0,
         world_size: int = 1,
         epoch_of: Callable[[], int] | None = None,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.x, self.y = x, y
-        self.augment = augment  # applied to each minibatch's inputs (data.augment)
+        # Applied to each minibatch's inputs: data.augment, then uint8 pixels to floats.
+        self.transform = transform
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -115,7 +116,7 @@ class ShuffledBatches:
         order = self.order()
         x, y = (self.x, self.y) if order is None else (self.x[order], self.y[order])
         for xb, yb in zip(x.split(self.batch_size), y.split(self.batch_size), strict=True):
-            yield (self.augment(xb) if self.augment else xb), yb
+            yield (self.transform(xb) if self.transform else xb), yb
 
 
 class ShuffledChunks(ShuffledBatches):
@@ -132,9 +133,9 @@ class ShuffledChunks(ShuffledBatches):
         shuffle: bool = True,
         seed: int = 0,
         epoch_of: Callable[[], int] | None = None,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        super().__init__(x, y, batch_size, shuffle, seed, epoch_of=epoch_of, augment=augment)
+        super().__init__(x, y, batch_size, shuffle, seed, epoch_of=epoch_of, transform=transform)
         self.steps_per_chunk = steps_per_chunk
 
     @property
@@ -146,23 +147,45 @@ class ShuffledChunks(ShuffledBatches):
         return math.ceil(self.steps_per_epoch / self.steps_per_chunk)
 
     def __iter__(self) -> Iterator[Chunk]:
-        minibatches = list(super().__iter__())
-        for start in range(0, len(minibatches), self.steps_per_chunk):
-            yield Chunk(minibatches[start : start + self.steps_per_chunk])
+        yield from chunks(super().__iter__(), self.steps_per_chunk)
+
+
+def chunks(minibatches: Iterator[Batch], size: int) -> Iterator[Chunk]:
+    """``size`` minibatches at a time, each transformed only when its chunk is taken:
+    one chunk of float images in memory at a time, not a whole epoch's."""
+    chunk = Chunk()
+    for minibatch in minibatches:
+        chunk.append(minibatch)
+        if len(chunk) == size:
+            yield chunk
+            chunk = Chunk()
+    if chunk:
+        yield chunk
 
 
 class OrderedBatches:
-    """Evaluation batches: ``(x, y)`` slices in order, ``batch_size`` rows each."""
+    """Evaluation batches: ``(x, y)`` slices in order, ``batch_size`` rows each; inputs
+    through ``transform`` (uint8 pixels to floats) where given."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> None:
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
+        self.transform = transform
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        return zip(self.x.split(self.batch_size), self.y.split(self.batch_size), strict=True)
+        for xb, yb in zip(
+            self.x.split(self.batch_size), self.y.split(self.batch_size), strict=True
+        ):
+            yield (self.transform(xb) if self.transform else xb), yb
 
 
 class MemberBatches(ShuffledBatches):
@@ -183,9 +206,11 @@ class MemberBatches(ShuffledBatches):
         steps_per_chunk: int | None = None,
         shuffle: bool = True,
         epoch_of: Callable[[], int] | None = None,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        super().__init__(x, y, batch_size, shuffle, seeds[0], epoch_of=epoch_of, augment=augment)
+        super().__init__(
+            x, y, batch_size, shuffle, seeds[0], epoch_of=epoch_of, transform=transform
+        )
         self.seeds = list(seeds)
         self.steps_per_chunk = steps_per_chunk
 
@@ -210,12 +235,11 @@ class MemberBatches(ShuffledBatches):
     def __iter__(self) -> Iterator[Batch | Chunk]:
         if self.epoch_of is not None:
             self.epoch = self.epoch_of()
-        minibatches = [
-            (self.augment(self.x[rows]) if self.augment else self.x[rows], self.y[rows])
+        minibatches = (
+            (self.transform(self.x[rows]) if self.transform else self.x[rows], self.y[rows])
             for rows in self.orders().split(self.batch_size, dim=1)
-        ]
+        )
         if self.steps_per_chunk is None:
             yield from minibatches
-            return
-        for start in range(0, len(minibatches), self.steps_per_chunk):
-            yield Chunk(minibatches[start : start + self.steps_per_chunk])
+        else:
+            yield from chunks(minibatches, self.steps_per_chunk)

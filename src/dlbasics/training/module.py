@@ -350,9 +350,10 @@ class SupervisedModule(ChunkedTraining, pl.LightningModule):
         indices (``self.hparams.data["class_names"]`` names them).
         """
         x = torch.as_tensor(features, dtype=torch.float32, device=self.device)
+        x = x.reshape(-1, *self.hparams.input_shape)  # images' statistics are per channel
         if self._feature_scaling is not None:
             x = self._feature_scaling.apply(x)
-        output = self.net(x.reshape(-1, *self.hparams.input_shape))
+        output = self.net(x)
         if self.task == "classification":
             return output.argmax(dim=1)
         return self._target_scaling.undo(output) if self._target_scaling else output

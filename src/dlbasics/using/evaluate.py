@@ -29,7 +29,9 @@ from dlbasics.using.saved_run import SavedRun, TrainedModel, open_run
 
 def main(argv: list[str]) -> None:
     options, overrides = commands.parse(argv, ("run", "ckpt"), "evaluate", passthrough="data.")
-    metrics, model, scored, folder = evaluate_run(options.get("run"), options.get("ckpt"), overrides)
+    metrics, model, scored, folder = evaluate_run(
+        options.get("run"), options.get("ckpt"), overrides
+    )
     print_metrics(metrics, model, scored["data"], folder)
 
 
@@ -117,6 +119,7 @@ def evaluate(
     if not overrides:
         datamodule, split = saved.held_out_split(model)  # the split the run tested on
         x, y = datamodule.splits[split]
+        inputs = datamodule.model_inputs  # images: stored uint8, standardised per batch
         described = f"the run's {split} split ({len(x)} rows)"
         prefix = split
     else:
@@ -129,18 +132,20 @@ def evaluate(
             y = [names.get(str(label), str(label)) for label in y]
         source = f"data with {' '.join(overrides)}"
         x, y = model.model_ready(x, y, source)
+        inputs = None
         described = (
             f"all {len(x)} rows of the data with {' '.join(overrides)}, scaled with the "
             "run's training statistics"
         )
         prefix = "eval"
-    metrics = score(model, x, y)
+    metrics = score(model, x, y, inputs)
     named = {f"{prefix}/{name}": value for name, value in metrics.items()}
     return named, {"data": described, "overrides": overrides, "rows": len(x)}
 
 
-def score(model: TrainedModel, x, y) -> dict[str, float]:
-    """The module's own evaluation metrics (loss and the task's) over all of ``x``.
+def score(model: TrainedModel, x, y, inputs=None) -> dict[str, float]:
+    """The module's own evaluation metrics (loss and the task's) over all of ``x``
+    (each batch of it through ``inputs`` first, where given).
 
     The same computation as the run's test, without a Trainer: nothing is logged, and
     Ctrl-C reaches the command (Lightning would turn it into exit 1).
@@ -149,7 +154,8 @@ def score(model: TrainedModel, x, y) -> dict[str, float]:
 
     module = model.module
     with torch.inference_mode():
-        prediction = torch.cat([module(batch) for batch in torch.split(x, 4096)])
+        batches = torch.split(x, 4096)
+        prediction = torch.cat([module(inputs(b) if inputs else b) for b in batches])
         metrics = module.evaluation_metrics(prediction, y)
     return {name: float(value) for name, value in metrics.items()}
 

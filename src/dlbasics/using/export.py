@@ -9,7 +9,8 @@ usage: python -m dlbasics.export run=<run dir> [format=onnx|pt2] [ckpt=best|last
 
 Writes <run dir>/export/<checkpoint>.<format>: raw features in (the run's standardisation
 is part of the graph), class probabilities or values in the target's units out, any batch
-size. A run on a table with text columns exports to ONNX with its categories encoded
+size. A run on images takes images: float32 (batch, C, H, W) pixels in [0, 1], the run's
+per-channel standardisation inside the graph. A run on a table with text columns exports to ONNX with its categories encoded
 inside the graph: two inputs, numbers (float32) and categories (strings), raw rows in
 (pt2 takes numbers only). Beside it, <checkpoint>.<format>.json lists the feature columns
 in order, their encoding, the class names, the opset and the versions used. The export
@@ -110,6 +111,12 @@ def export_run(
     return target, checkpoint, kind, rows, difference
 
 
+def takes_images(description: dict[str, Any]) -> bool:
+    """Whether the run learned from images (samples shaped C x H x W): its export takes
+    them as such."""
+    return len(description.get("input_shape") or []) == 3
+
+
 def takes_text(model: TrainedModel) -> list[str]:
     """The run's text columns (one-hot encoded categories), if any."""
     encoding = model.encoding
@@ -133,7 +140,8 @@ def write(model: TrainedModel, path: Path, kind: str) -> dict[str, Any]:
 
     net = model.raw_feature_model()
     # Batch 4, not 1: torch.export specialises a dimension of size 1 to a constant.
-    example = torch.zeros(4, math.prod(model.input_shape))
+    images = takes_images(model.description)
+    example = torch.zeros(4, *(model.input_shape if images else [math.prod(model.input_shape)]))
     batch = {"features": {0: torch.export.Dim("batch", min=1)}}
     versions: dict[str, Any] = {"torch": torch.__version__}
     with warnings.catch_warnings():
@@ -151,7 +159,7 @@ def write(model: TrainedModel, path: Path, kind: str) -> dict[str, Any]:
             (example,),
             dynamo=True,
             dynamic_shapes=batch,
-            input_names=["features"],
+            input_names=["images" if images else "features"],
             output_names=["probabilities" if model.task == "classification" else "prediction"],
             verbose=False,
         )
@@ -198,29 +206,42 @@ def load_exported(path: Path, description: dict[str, Any] | None = None):
 
             encoding = TableEncoding.of(description)
             return lambda frame: session.run(None, table_inputs(frame, encoding))[0]
-        return lambda x: session.run(None, {names[0]: x})[0]
+        shape = session.get_inputs()[0].shape  # [batch, C, H, W] for a run on images
+        return lambda x: session.run(None, {names[0]: as_input(x, shape)})[0]
     if path.suffix == ".pt2":
         import torch
 
-        program = torch.export.load(str(path)).module()
+        exported = torch.export.load(str(path))
+        shape = exported.example_inputs[0][0].shape
+        program = exported.module()
 
         def run(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                return program(torch.from_numpy(x)).numpy()
+                return program(torch.from_numpy(as_input(x, shape))).numpy()
 
         return run
     raise ConfigError(f"model={path}: expected a .onnx or .pt2 file written by export")
 
 
+def as_input(x: np.ndarray, shape) -> np.ndarray:
+    """Rows shaped as an exported graph takes them: a table's (batch, n_features), or
+    images (batch, C, H, W) from images or from their pixels flattened row by row (a CSV)."""
+    if len(shape) == 4:
+        return np.ascontiguousarray(x, dtype=np.float32).reshape(len(x), *shape[1:])
+    return x
+
+
 def check_inputs(saved: SavedRun, model: TrainedModel):
-    """The run's test split (else validation, else training) as raw rows, flattened; a
-    table with text columns as its rows (a DataFrame)."""
+    """The run's test split (else validation, else training) as raw rows, flattened
+    (images as images); a table with text columns as its rows (a DataFrame)."""
     datamodule, split = saved.held_out_split(model)
     if takes_text(model):
         frame = datamodule.raw_split(split)
         return frame, f"{split} split ({len(frame)} rows)"
     x, _ = datamodule.original_split(split)
-    return x.reshape(len(x), -1).astype(np.float32), f"{split} split ({len(x)} rows)"
+    if not takes_images(model.description):
+        x = x.reshape(len(x), -1)
+    return x.astype(np.float32), f"{split} split ({len(x)} rows)"
 
 
 class Difference:
@@ -260,6 +281,9 @@ def describe(model: TrainedModel, saved: SavedRun, kind: str, versions: dict) ->
             "numbers: float32 (batch, n_numbers), the number columns (NaN where missing); "
             "categories: string (batch, n_categories), the text columns ('' where missing)"
             if takes_text(model)
+            else "images: float32 (batch, C, H, W), pixels in [0, 1] (RGB or grey as input_shape "
+            "says); the run's standardisation is inside the graph"
+            if takes_images(model.description)
             else "features: float32 (batch, n_features), raw values in the columns' own units"
         ),
         "output": (
@@ -268,7 +292,12 @@ def describe(model: TrainedModel, saved: SavedRun, kind: str, versions: dict) ->
             else "predictions (batch, n_targets) in the target's own units"
         ),
         "task": model.task,
-        "feature_names": feature_columns(model.description),
+        # images: only where the data name their pixels (data=digits), not x1 .. x150528
+        "feature_names": (
+            model.description.get("feature_names") or None
+            if takes_images(model.description)
+            else feature_columns(model.description)
+        ),
         "columns": model.description.get("columns"),
         "encoding": model.description.get("encoding"),
         "class_names": model.class_names,

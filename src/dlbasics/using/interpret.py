@@ -171,7 +171,7 @@ def examine(module, datamodule, split: str, top: int = DEFAULT_TOP) -> Interpret
     if not datamodule.splits:
         datamodule.setup()
     x, _ = datamodule.splits[split]
-    outputs = _net_outputs(module, x)
+    outputs = _net_outputs(module, x, datamodule.model_inputs)
     x_raw, y_raw = datamodule.original_split(split)
     ids, id_name, features = _raw_rows(datamodule, split, x_raw)
     images = x_raw if x_raw.ndim > 2 else None
@@ -204,8 +204,9 @@ def examine(module, datamodule, split: str, top: int = DEFAULT_TOP) -> Interpret
     )
 
 
-def _net_outputs(module, x):
-    """The net's outputs for the (scaled) tensor ``x``, in batches, in evaluation mode."""
+def _net_outputs(module, x, inputs):
+    """The net's outputs for the stored rows ``x``, in batches (each through ``inputs``,
+    the datamodule's :meth:`model_inputs`), in evaluation mode."""
     import torch
 
     was_training = module.training
@@ -213,7 +214,9 @@ def _net_outputs(module, x):
     try:
         with torch.inference_mode():
             device = module.device
-            parts = [module(batch.to(device)).float().cpu() for batch in torch.split(x, 4096)]
+            parts = [
+                module(inputs(batch.to(device))).float().cpu() for batch in torch.split(x, 4096)
+            ]
     finally:
         module.train(was_training)
     return torch.cat(parts).numpy()

@@ -314,6 +314,8 @@ class TrainedModel:
         """
         import torch
 
+        if np.asarray(x).dtype == np.uint8:  # images as stored: pixels in [0, 1]
+            x = np.asarray(x, dtype=np.float32) / 255.0
         x = np.asarray(x, dtype=np.float32)
         shape = self.input_shape
         if len(x) == 0:
@@ -326,7 +328,7 @@ class TrainedModel:
             )
         x = x.reshape(len(x), *shape)
         scaling = self.description.get("feature_scaling")
-        if scaling and x.ndim == 2:
+        if scaling:  # per column, or for images per channel
             x = Scaling.from_dict(scaling).apply(x)
         if self.task == "classification":
             y = self.class_indices(y, source)
