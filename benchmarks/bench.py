@@ -175,9 +175,9 @@ def figures_cost(names: list[str], repeats: int) -> list[dict]:
     return rows
 
 
-def run_plain(name: str) -> tuple[float, float]:
+def run_plain(name: str, epochs: int | None = None) -> tuple[float, float]:
     """The same work as a hand-written loop over the same data splits and net, with torch's
-    default threads."""
+    default threads (for ``epochs``, where given, instead of the workload's)."""
     torch.set_num_threads(DEFAULT_THREADS)
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = compose_workload(name, run_dir)
@@ -185,6 +185,8 @@ def run_plain(name: str) -> tuple[float, float]:
     data = instantiate(cfg.data)
     data.setup()
     (x, y), (x_val, y_val) = data.splits["train"], data.splits["val"]
+    # A hand-written loop holds float tensors (images: standardised pixels) in memory.
+    x, x_val = data.model_inputs(x), data.model_inputs(x_val)
     net = instantiate(cfg.model, input_shape=list(x.shape[1:]), num_outputs=data.num_outputs)
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     loss_fn = (
@@ -194,7 +196,7 @@ def run_plain(name: str) -> tuple[float, float]:
     )
     batch_size = cfg.data.batch_size or len(x)
     ends, val_loss = [], float("nan")
-    for _ in range(cfg.trainer.max_epochs):
+    for _ in range(epochs or cfg.trainer.max_epochs):
         net.train()
         order = torch.randperm(len(x))
         xs, ys = x[order], y[order]
@@ -298,12 +300,37 @@ def startup(repeats: int) -> list[dict]:
     return rows
 
 
+def image_memory(repeats: int) -> dict[str, float]:
+    """Peak memory (MiB) of W5 processes training two epochs: a process that only imports
+    what they import, the hand-written loop (float32 tensors in memory) and dlbasics
+    (``figures=none``); and MNIST's uint8 pixels, for scale."""
+    root = mnist_shaped_root()
+    overrides = [*WORKLOADS["W5"].split(), f"data.root={root}", "trainer.max_epochs=2",
+                 "figures=none"]  # fmt: skip
+    plain = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); import bench; "
+        f"bench._MNIST_ROOT = {root!r}; bench.run_plain('W5', epochs=2)"
+    )
+    commands = {
+        "imports only": [sys.executable, "-c", "import dlbasics.training.train, torchvision"],
+        "plain loop": [sys.executable, "-c", plain],
+        "dlbasics": [sys.executable, "-m", "dlbasics.train", *overrides],
+    }
+    peaks: dict[str, float] = {label: 0.0 for label in commands}
+    with tempfile.TemporaryDirectory() as work:
+        for _ in range(repeats):
+            for label, command in commands.items():
+                peaks[label] = max(peaks[label], timed_process(command, Path(work))[1])
+    return {**peaks, "uint8 pixels": 70_000 * 28 * 28 / 2**20}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(WORKLOADS))
     parser.add_argument("--no-startup", action="store_true")
     parser.add_argument("--no-figures", action="store_true")
+    parser.add_argument("--no-memory", action="store_true", help="skip W5's peak memory")
     args = parser.parse_args()
 
     rows = compare(args.only, args.repeats)
@@ -324,6 +351,13 @@ def main() -> None:
         print("| --- | ---: | ---: | ---: |")
         for r in figures_cost(args.only, args.repeats):
             print(f"| {r['workload']} | {r['off']:.2f} | {r['on']:.2f} | {r['extra']:+.2f} |")
+    if "W5" in args.only and not args.no_memory:
+        peaks = image_memory(args.repeats)
+        imports = peaks["imports only"]
+        print("\n| W5, two epochs | peak RSS MiB | above imports only MiB |\n| --- | ---: | ---: |")
+        for label, peak in peaks.items():
+            above = peak - imports if label in ("plain loop", "dlbasics") else float("nan")
+            print(f"| {label} | {peak:.0f} | {above:.0f} |")
     if not args.no_startup:
         print("\n| whole process | seconds | peak RSS MiB |\n| --- | ---: | ---: |")
         for r in startup(args.repeats):

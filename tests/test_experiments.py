@@ -25,7 +25,8 @@ def last_module(tmp_path) -> SupervisedModule:
 
 def test_every_preset_is_tested_here():
     presets = {path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml")}
-    assert presets == {"linreg_1d", "linreg_2d", "linreg_tiny", "mlp_moons", "cnn_digits"}
+    assert presets == {"linreg_1d", "linreg_2d", "linreg_tiny", "mlp_moons", "cnn_digits",
+                       "cnn_mnist", "cnn_fashion_mnist", "cnn_cifar10"}  # fmt: skip
 
 
 def test_linreg_1d_matches_least_squares(run_training, tmp_path):
@@ -68,3 +69,31 @@ def test_cnn_digits_reaches_98_5_percent(run_training):
     cfg, metrics = run_training("experiment=cnn_digits")
     assert (cfg.data.val_fraction, cfg.data.test_fraction) == (0.1, 0.1)
     assert metrics["test/acc"] >= 0.985
+
+
+# The image presets' accuracy needs the real sets (nothing can be downloaded here: see the
+# README's presets table for what was measured); here each composes with its dataset, builds
+# its net for the dataset's image shape and learns from files in the dataset's own format.
+@pytest.mark.parametrize(
+    "preset, dataset, folder, flattened",
+    [("cnn_mnist", "mnist", "MNIST", 64 * 7 * 7),
+     ("cnn_fashion_mnist", "fashion_mnist", "FashionMNIST", 64 * 7 * 7),
+     ("cnn_cifar10", "cifar10", None, 128 * 4 * 4)],
+)  # fmt: skip
+def test_image_presets_build_their_net_for_their_images_and_learn(
+    fit, tmp_path, monkeypatch, preset, dataset, folder, flattened
+):
+    from test_images import write_cifar10, write_mnist
+
+    if folder:
+        write_mnist(tmp_path / "data", folder)
+    else:
+        write_cifar10(tmp_path / "data", monkeypatch)
+    run = fit(f"experiment={preset}", "data.batch_size=16", "trainer.max_epochs=3",
+              "figures=none")  # fmt: skip
+    assert run.config.data.dataset == dataset and run.config.data.standardize
+    assert run.config.data.augment == (["flip", "crop"] if dataset == "cifar10" else None)
+    net = run.module.net
+    assert net.head[1].in_features == flattened  # the pools brought the image down as said
+    losses = run.history["train/loss"].dropna().tolist()
+    assert losses[-1] < losses[0], losses

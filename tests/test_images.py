@@ -97,7 +97,8 @@ def test_mnist_files_are_read_by_torchvision_and_learned(fit, tmp_path, dataset,
 
 def test_cifar10_batches_are_read_by_torchvision_and_learned(fit, tmp_path, monkeypatch):
     write_cifar10(tmp_path / "data", monkeypatch)
-    run = fit("data=cifar10", *CNN)
+    run = fit("data=cifar10", *CNN[:-1])  # with its figures
+    assert {"confusion_matrix", "misclassified"} <= set(run.figures)
     rows = json.loads((run.dir / "data.json").read_text())
     assert rows["input_shape"] == [3, 32, 32] and rows["class_names"][1] == "automobile"
     assert rows["rows"]["test"] == TEST
@@ -331,3 +332,14 @@ def test_augmenting_what_is_not_images_or_an_unknown_one_is_one_line(fit, tmp_pa
     write_folder(tmp_path / "photos")
     message = fit_error(fit, "data=images", "data.path=photos", "data.augment=[rotate]")
     assert message.startswith("data.augment: 'rotate' is not an augmentation; use any of flip")
+
+
+def test_misclassified_colour_images_are_drawn_in_colour():
+    from dlbasics.figures import draw
+
+    green = np.zeros((3, 3, 12, 12))
+    green[:, 1] = 1.0  # pure green photos: nothing else in the figure is that colour
+    drawn = draw.rgb_array(draw.misclassified_figure(green, [0, 1, 2], [1, 2, 0], list("abc")))
+    pixels = drawn.reshape(-1, 3).astype(float) / (255 if drawn.dtype == np.uint8 else 1)
+    pure_green = (pixels[:, 1] > 0.9) & (pixels[:, 0] < 0.1) & (pixels[:, 2] < 0.1)
+    assert pure_green.sum() >= 3 * 12 * 12  # three tiles of at least their own size

@@ -33,12 +33,13 @@ DRAW = {
 
 
 @torch.no_grad()
-def predict(module, features: np.ndarray) -> np.ndarray:
-    """The module's predictions for raw rows, in evaluation mode (no dropout), as NumPy."""
+def predict(module, features: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """The module's predictions for raw rows, in evaluation mode (no dropout), as NumPy;
+    ``batch`` rows at a time (a test split of images at once would take gigabytes)."""
     was_training = module.training
     module.eval()
-    try:  # a few thousand rows at a time: a test split of images at once is gigabytes
-        parts = np.split(features, range(4096, len(features), 4096))
+    try:
+        parts = np.split(features, range(batch, len(features), batch))
         return np.concatenate([module.predict_raw(part).cpu().numpy() for part in parts])
     finally:
         module.train(was_training)
@@ -170,7 +171,7 @@ def evaluation_inputs(
 ) -> dict[str, dict]:
     """Keyword arguments of each figure that judges the model on one split."""
     x, y = datamodule.original_split(split)
-    predicted = predict(module, x)
+    predicted = predict(module, x, datamodule.eval_batch_size)
     title = f"{title}, {split} split"
     inputs: dict[str, dict] = {}
     if datamodule.task == "regression":

@@ -332,39 +332,51 @@ def misclassified_figure(
     title: str = "",
     columns: int = 8,
 ) -> Figure:
-    """Misclassified images (``(N, H, W)`` or ``(N, 1, H, W)``) in a grid, each labelled
-    true → predicted.
+    """Misclassified images (``(N, H, W)``, ``(N, 1, H, W)`` grey or ``(N, 3, H, W)``
+    colour, pixels in ``[0, 1]``) in a grid, each labelled true → predicted.
 
     The images are tiled into one picture (one ``imshow``): a separate axes per image
     costs ten times as much to draw.
     """
     images = np.asarray(images, dtype=float)
     height, width = images.shape[-2:]
-    images = images.reshape(len(images), height, width)
+    colour = images.ndim == 4 and images.shape[1] == 3
+    if colour:  # channels last, as imshow takes RGB
+        images = np.clip(np.moveaxis(images, 1, -1), 0.0, 1.0)
+    else:
+        images = images.reshape(len(images), height, width)
     columns = max(1, min(columns, len(images)))
     rows = max(1, int(np.ceil(len(images) / columns)))
-    gap, label = 2, max(4, height // 2)  # pixels between tiles, and above each for its label
+    labels = [(str(class_names[t]), str(class_names[p])) for t, p in zip(true, predicted, strict=True)]
+    # Names longer than "3 → 8" ("airplane → automobile") take two lines, or they overlap.
+    lines = 2 if any(len(t) + len(p) > 8 for t, p in labels) else 1
+    gap, label = 2, lines * max(4, height // 2)  # pixels between tiles, above each its label
     tile_h, tile_w = label + height + gap, width + gap
-    mosaic = np.full((rows * tile_h, columns * tile_w), np.nan)  # NaN: drawn as background
-    figure = new_figure((max(4.0, 0.9 * columns + 0.4), 1.1 * rows + 0.8))
+    # Around the tiles: white (colour), or NaN drawn as the background (grey).
+    shape = (rows * tile_h, columns * tile_w, *((3,) if colour else ()))
+    mosaic = np.full(shape, 1.0 if colour else np.nan)
+    figure = new_figure((max(4.0, 0.9 * columns + 0.4), (0.75 + 0.35 * lines) * rows + 0.8))
     axes = figure.add_subplot()
     axes.axis("off")
-    for index, (image, t, p) in enumerate(zip(images, true, predicted, strict=True)):
+    for index, (image, (t, p)) in enumerate(zip(images, labels, strict=True)):
         top, left = (index // columns) * tile_h + label, (index % columns) * tile_w
         mosaic[top : top + height, left : left + width] = image
         axes.text(
             left + width / 2,
             top - 1,
-            f"{class_names[t]} → {class_names[p]}",
+            f"{t} →\n{p}" if lines == 2 else f"{t} → {p}",
             ha="center",
             va="bottom",
-            fontsize="small",
+            fontsize="small" if lines == 1 else "x-small",
             color="tab:red",
         )
     from matplotlib import colormaps
 
-    background = colormaps["gray_r"].with_extremes(bad="white")  # the NaN around the tiles
-    axes.imshow(mosaic, cmap=background, interpolation="nearest")
+    if colour:
+        axes.imshow(mosaic, interpolation="nearest")
+    else:
+        background = colormaps["gray_r"].with_extremes(bad="white")  # the NaN around the tiles
+        axes.imshow(mosaic, cmap=background, interpolation="nearest")
     if not len(images):
         axes.text(
             0.5, 0.5, "no misclassified images", ha="center", va="center", transform=axes.transAxes
@@ -404,9 +416,8 @@ def _top_loss_images(
         if index >= len(images):
             continue
         image = images[index]
-        if image.ndim == 3:  # colour, scaled into 0..1 for imshow
-            low, high = image.min(), image.max()
-            image = (image - low) / (high - low + 1e-12)
+        if image.ndim == 3:  # colour: pixels in [0, 1], as they were read
+            image = np.clip(image, 0.0, 1.0)
         axes.imshow(image, cmap="gray_r", interpolation="nearest")
         colour = "tab:red" if wrong[index] else "tab:green"
         axes.set_title(titles[index], fontsize="small", color=colour)

@@ -120,6 +120,7 @@ def evaluate(
         datamodule, split = saved.held_out_split(model)  # the split the run tested on
         x, y = datamodule.splits[split]
         inputs = datamodule.model_inputs  # images: stored uint8, standardised per batch
+        batch = datamodule.eval_batch_size
         described = f"the run's {split} split ({len(x)} rows)"
         prefix = split
     else:
@@ -132,20 +133,20 @@ def evaluate(
             y = [names.get(str(label), str(label)) for label in y]
         source = f"data with {' '.join(overrides)}"
         x, y = model.model_ready(x, y, source)
-        inputs = None
+        inputs, batch = None, 4096
         described = (
             f"all {len(x)} rows of the data with {' '.join(overrides)}, scaled with the "
             "run's training statistics"
         )
         prefix = "eval"
-    metrics = score(model, x, y, inputs)
+    metrics = score(model, x, y, inputs, batch)
     named = {f"{prefix}/{name}": value for name, value in metrics.items()}
     return named, {"data": described, "overrides": overrides, "rows": len(x)}
 
 
-def score(model: TrainedModel, x, y, inputs=None) -> dict[str, float]:
-    """The module's own evaluation metrics (loss and the task's) over all of ``x``
-    (each batch of it through ``inputs`` first, where given).
+def score(model: TrainedModel, x, y, inputs=None, batch: int = 4096) -> dict[str, float]:
+    """The module's own evaluation metrics (loss and the task's) over all of ``x``, in
+    batches of ``batch`` rows (each through ``inputs`` first, where given).
 
     The same computation as the run's test, without a Trainer: nothing is logged, and
     Ctrl-C reaches the command (Lightning would turn it into exit 1).
@@ -154,7 +155,7 @@ def score(model: TrainedModel, x, y, inputs=None) -> dict[str, float]:
 
     module = model.module
     with torch.inference_mode():
-        batches = torch.split(x, 4096)
+        batches = torch.split(x, batch)
         prediction = torch.cat([module(inputs(b) if inputs else b) for b in batches])
         metrics = module.evaluation_metrics(prediction, y)
     return {name: float(value) for name, value in metrics.items()}

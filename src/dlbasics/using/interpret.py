@@ -171,7 +171,7 @@ def examine(module, datamodule, split: str, top: int = DEFAULT_TOP) -> Interpret
     if not datamodule.splits:
         datamodule.setup()
     x, _ = datamodule.splits[split]
-    outputs = _net_outputs(module, x, datamodule.model_inputs)
+    outputs = _net_outputs(module, x, datamodule.model_inputs, datamodule.eval_batch_size)
     x_raw, y_raw = datamodule.original_split(split)
     ids, id_name, features = _raw_rows(datamodule, split, x_raw)
     images = x_raw if x_raw.ndim > 2 else None
@@ -204,9 +204,9 @@ def examine(module, datamodule, split: str, top: int = DEFAULT_TOP) -> Interpret
     )
 
 
-def _net_outputs(module, x, inputs):
-    """The net's outputs for the stored rows ``x``, in batches (each through ``inputs``,
-    the datamodule's :meth:`model_inputs`), in evaluation mode."""
+def _net_outputs(module, x, inputs, batch: int):
+    """The net's outputs for the stored rows ``x``, in batches of ``batch`` rows (each
+    through ``inputs``, the datamodule's :meth:`model_inputs`), in evaluation mode."""
     import torch
 
     was_training = module.training
@@ -214,9 +214,7 @@ def _net_outputs(module, x, inputs):
     try:
         with torch.inference_mode():
             device = module.device
-            parts = [
-                module(inputs(batch.to(device))).float().cpu() for batch in torch.split(x, 4096)
-            ]
+            parts = [module(inputs(part.to(device))).float().cpu() for part in x.split(batch)]
     finally:
         module.train(was_training)
     return torch.cat(parts).numpy()
