@@ -392,6 +392,9 @@ README_RUNS = {
     # Images: tiny files in MNIST's and Fashion-MNIST's formats, and a folder of photos.
     "python -m dlbasics.train model=cnn data=mnist": (TINY_CNN, "test/acc", 0.8),
     "python -m dlbasics.train model=cnn data=fashion_mnist": (TINY_CNN, "test/acc", 0.8),
+    "python -m dlbasics.train experiment=cnn_mnist": (
+        ["data.batch_size=16", "trainer.max_epochs=3", "figures=none"], "test/acc", 0.8
+    ),
     "python -m dlbasics.train model=cnn data=images data.path=photos data.image_size=[32,32]": (
         [*TINY_CNN, "trainer.max_epochs=6"],
         "val/acc",
@@ -477,8 +480,10 @@ def write_readme_files(tmp_path: Path, command: str) -> None:
         pytest.fail(f"{command!r} is no longer in the README: drop it from README_RUNS")
     write_houses(tmp_path)
     write_user_configs(tmp_path)
-    if "data=mnist" in command or "data=fashion_mnist" in command:
-        write_mnist(tmp_path / "data", "MNIST" if "data=mnist" in command else "FashionMNIST")
+    if "data=fashion_mnist" in command:
+        write_mnist(tmp_path / "data", "FashionMNIST")
+    elif "mnist" in command:  # data=mnist, experiment=cnn_mnist
+        write_mnist(tmp_path / "data", "MNIST")
     if "data=images" in command:
         write_folder(tmp_path / "photos")
 
