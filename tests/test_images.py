@@ -260,6 +260,14 @@ def test_predict_on_a_folder_or_a_file_of_images_writes_a_class_per_file(fit, tm
                for r in rows)  # fmt: skip
     predict([f"run={run.dir}", "input=new/owl/1.jpg", "output=one.csv"])
     assert len(list(csv.DictReader(open(tmp_path / "one.csv")))) == 1
+    # in Python: a folder, or a list of files in the order given
+    frame = run.predict("new")
+    assert frame["predicted_class"].tolist() == [r["predicted_class"] for r in rows]
+    listed = run.predict(["new/owl/1.jpg", tmp_path / "new" / "cat" / "0.jpg"])
+    assert listed["path"].tolist() == ["new/owl/1.jpg", str(tmp_path / "new" / "cat" / "0.jpg")]
+    assert listed["predicted_class"].tolist() == [rows[9]["predicted_class"], rows[0]["predicted_class"]]
+    with pytest.raises(dlbasics.ConfigError, match="new.csv is not an image file"):
+        run.predict(["new/owl/1.jpg", "new.csv"])
     # an export predicts the same, with the same columns (onnxruntime, no torch); it takes
     # images, N x 3 x 20 x 16 pixels in [0, 1], the run's standardisation in its graph
     exported = run.export("onnx")

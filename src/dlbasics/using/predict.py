@@ -137,6 +137,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 IMAGE_CHUNK = 256  # images read and predicted at a time
 
 
+def listed_images(files: list) -> list[Path]:
+    """A list of image files given in Python, each checked: a ConfigError naming the first
+    that is not an image file."""
+    paths = [Path(file).expanduser() for file in files]
+    for path in paths:
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ConfigError(f"predict: {path} is not an image file (PNG, JPEG, BMP, ...)")
+        if not path.is_file():
+            raise ConfigError(f"predict: {path}: no such file")
+    return paths
+
+
 def image_files(source: Path) -> list[Path] | None:
     """The images of ``input=``: a folder's (with its subfolders), or one image file; None
     when it names a table."""
@@ -153,11 +165,12 @@ def image_files(source: Path) -> list[Path] | None:
 
 
 def predict_images(
-    options: dict[str, str], description: dict[str, Any], default_output: Path, source: Path,
-    files: list[Path],
+    options: dict[str, str], description: dict[str, Any], default_output: Path,
+    source: Path | None, files: list[Path],
 ) -> tuple[Path, int, float, str]:  # fmt: skip
-    """Predict each image file: one row per file, its path (within ``source`` if a folder)
-    then the model's outputs, written as :func:`predict_file` writes a table's."""
+    """Predict each image file: one row per file, its path (within ``source`` if a folder;
+    as given for a list of files, ``source=None``) then the model's outputs, written as
+    :func:`predict_file` writes a table's."""
     from dlbasics.data.images import read_image
 
     shape = description.get("input_shape") or []
@@ -168,21 +181,20 @@ def predict_images(
         )
     channels, height, width = shape
     mode = "L" if channels == 1 else "RGB"
-    output = Path(options.get("output") or default_output / f"{source.stem}.csv")
+    named = f"{source.stem}.csv" if source else "images.csv"
+    output = Path(options.get("output") or default_output / named)
     if output.is_dir():
         raise ConfigError(f"output={output}: a folder; name the CSV file to write")
     model = load_model(options, description)
     started = time.perf_counter()
+    within = source if source is not None and source.is_dir() else None
     with written_whole(output) as out:
         out.write(_csv_fields(["path", *output_names(model)], ",") + b"\n")
         for start in range(0, len(files), IMAGE_CHUNK):
             chunk = files[start : start + IMAGE_CHUNK]
             pixels = np.stack([read_image(f, mode, (height, width), key="input") for f in chunk])
             outputs = model.predict(pixels.reshape(len(chunk), -1))
-            names = [
-                _csv_fields([str(f.relative_to(source) if source.is_dir() else f)], ",")
-                for f in chunk
-            ]
+            names = [_csv_fields([str(f.relative_to(within) if within else f)], ",") for f in chunk]
             out.writelines(_with_predictions(names, model, outputs, ","))
     return output, len(files), time.perf_counter() - started, model.name
 

@@ -102,14 +102,23 @@ class Run:
     def predict(self, data, ckpt: str | None = None):
         """Predictions for ``data``: a pandas DataFrame with the run's feature columns (by
         name), a NumPy array of rows in the run's column order, or a CSV file's path
-        (written to ``<run dir>/predict/``, as ``python -m dlbasics.predict`` does).
-        Returns a DataFrame: the input's columns, then ``predicted_<target>`` and, for
-        classification, ``probability_<class>`` per class."""
+        (written to ``<run dir>/predict/``, as ``python -m dlbasics.predict`` does); for a
+        run on images, a folder of images, an image file or a list of image files.
+        Returns a DataFrame: the input's columns (images: ``path``), then
+        ``predicted_<target>`` and, for classification, ``probability_<class>`` per class."""
         import pandas as pd
 
         from dlbasics.using.predict import predict_to_file
 
         options = {"run": str(self.dir), **({"ckpt": ckpt} if ckpt else {})}
+        images = self._images(data)
+        if images is not None:
+            from dlbasics.using.predict import describe, predict_images
+
+            description, default_output = describe(options)
+            source = Path(data) if isinstance(data, str | os.PathLike) else None
+            output, _, _, _ = predict_images(options, description, default_output, source, images)
+            return pd.read_csv(output)
         if isinstance(data, str | os.PathLike):
             from dlbasics.using.predict import input_decimal, read_header
 
@@ -126,6 +135,21 @@ class Run:
             predicted = pd.read_csv(output)
         predicted.index = frame.index
         return predicted
+
+    def _images(self, data) -> list[Path] | None:
+        """The image files ``data`` names (a folder, an image file, a list of image
+        files), or None for a table."""
+        from dlbasics.using.predict import image_files, listed_images
+
+        if len(self._saved.data_description().get("input_shape") or []) != 3:
+            return None  # a table's run: a list is a row of values
+        if isinstance(data, str | os.PathLike):
+            return image_files(Path(data).expanduser())
+        if isinstance(data, list | tuple) and data and all(
+            isinstance(item, str | os.PathLike) for item in data
+        ):
+            return listed_images(list(data))
+        return None
 
     def _as_frame(self, data):
         import numpy as np
