@@ -128,6 +128,8 @@ def test_images_stay_uint8_and_each_batch_is_standardised_by_the_training_images
     pixels = stored.double() / 255
     channel_mean = pixels.mean(dim=(0, 2, 3))
     assert data.feature_scaling.mean.shape == (3, 1, 1)
+    saved = data.describe()["feature_scaling"]  # data.json: a number per channel
+    assert saved["shape"] == [3, 1, 1] and np.allclose(saved["mean"], channel_mean, atol=1e-5)
     assert np.allclose(data.feature_scaling.mean.ravel(), channel_mean, atol=1e-5)
     seen = torch.cat([x for x, _ in data.train_dataloader()])  # every training image once
     assert seen.dtype == torch.float32

@@ -186,6 +186,8 @@ class RawFeatureModel(nn.Module):
 
 def _statistics(scaling: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
     if scaling:
-        mean = torch.tensor(scaling["mean"], dtype=torch.float32)
-        return mean, torch.tensor(scaling["std"], dtype=torch.float32)
+        from dlbasics.data.arrays import Scaling
+
+        saved = Scaling.from_dict(scaling)  # per column, or per channel (C x 1 x 1)
+        return torch.from_numpy(saved.mean), torch.from_numpy(saved.std)
     return torch.zeros(()), torch.ones(())

@@ -158,13 +158,19 @@ class Scaling:
         shape = (channels, 1, 1)
         return cls(mean.reshape(shape).astype(np.float32), std.reshape(shape).astype(np.float32))
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+    def to_dict(self) -> dict[str, list]:
+        """Plain lists: one number per column, or per channel with the ``shape`` they
+        apply in (images: ``[C, 1, 1]``)."""
+        saved = {"mean": self.mean.ravel().tolist(), "std": self.std.ravel().tolist()}
+        return saved if self.mean.ndim <= 1 else {**saved, "shape": list(self.mean.shape)}
 
     @classmethod
-    def from_dict(cls, saved: dict[str, list[float]]) -> Scaling:
+    def from_dict(cls, saved: dict[str, list]) -> Scaling:
         """The statistics :meth:`to_dict` wrote (a run's data.json or checkpoint)."""
-        return cls(np.float32(saved["mean"]), np.float32(saved["std"]))
+        mean, std = np.float32(saved["mean"]), np.float32(saved["std"])
+        if saved.get("shape"):
+            mean, std = mean.reshape(saved["shape"]), std.reshape(saved["shape"])
+        return cls(mean, std)
 
 
 def scale_splits(parts: Split, column: int) -> tuple[Split, Scaling]:

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from dlbasics.data.arrays import Scaling
 from dlbasics.errors import TrainingDiverged
 from dlbasics.training.batches import Batch, Chunk
 from dlbasics.training.fast_path import ChunkedTraining
@@ -94,8 +95,8 @@ def _to_dict(config: Any) -> Any:
 class _TensorScaling:
     """A datamodule's scaling statistics as tensors, on the device of what they scale."""
 
-    def __init__(self, mean: list[float], std: list[float]) -> None:
-        self.mean, self.std = torch.tensor(mean), torch.tensor(std)
+    def __init__(self, mean, std) -> None:
+        self.mean, self.std = torch.as_tensor(mean), torch.as_tensor(std)
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         return (values - self.mean.to(values.device)) / self.std.to(values.device)
@@ -106,7 +107,10 @@ class _TensorScaling:
 
 def _scaling(data: dict | None, key: str) -> _TensorScaling | None:
     saved = (data or {}).get(key)
-    return _TensorScaling(saved["mean"], saved["std"]) if saved else None
+    if not saved:
+        return None
+    scaling = Scaling.from_dict(saved)  # images' statistics are per channel, C x 1 x 1
+    return _TensorScaling(scaling.mean, scaling.std)
 
 
 def _spread(targets: torch.Tensor | None) -> torch.Tensor | None:
