@@ -194,6 +194,19 @@ def test_a_folder_of_class_folders_is_learned_and_named_by_its_folders(fit, tmp_
     assert used["input_shape"] == [3, 20, 16] and used["class_names"] == ["cat", "dog", "owl"]
     assert sum(used["rows"].values()) == 36
     assert run.metrics["val/acc"] > 0.6, run.metrics
+    # what interpret shows is named by its file: each file's own pixels and class
+    from dlbasics.data import FolderImages
+    from dlbasics.data.images import read_image
+
+    data = FolderImages(str(tmp_path / "photos"), val_fraction=0.2, test_fraction=0.2)
+    data.setup()
+    shown, labels = data.original_split("test")
+    for file, pixels, label in zip(data.split_files("test"), shown, labels, strict=True):
+        assert np.allclose(read_image(tmp_path / "photos" / file, "RGB", (20, 16)), pixels)
+        assert data.class_names[label] == file.split("/")[0]
+    worst = run.interpret(top=3).top_losses
+    assert worst.index.name == "file" and len(worst) == 3
+    assert all(worst["true"] == [name.split("/")[0] for name in worst.index])
     # used from another folder: the run's data.path is read from where it started
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

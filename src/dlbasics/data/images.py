@@ -151,6 +151,8 @@ class FolderImages(ImagesWithTestSplit):
         if channels not in (None, 1, 3):
             raise ValueError(f"channels={channels}: 1 (grey) or 3 (RGB)")
         self.channels = channels
+        self.files: list[str] = []  # every image, in the order load_arrays read them
+        self.split_positions: dict[str, np.ndarray] = {}  # each split's rows of ``files``
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         if not self.path.is_dir():
@@ -167,10 +169,26 @@ class FolderImages(ImagesWithTestSplit):
             (train, classes), test = self._find(self.path), []
         files = [*train, *test]
         self._check_memory(files)
-        images = self._load([path for path, _ in files])
+        self.files = [path for path, _ in files]
+        images = self._load(self.files)
         self.label_names = {str(index): name for index, name in enumerate(classes)}
         self._test_rows = len(test)
         return images, np.array([label for _, label in files])
+
+    def split_files(self, name: str) -> list[str]:
+        """The files of split ``name``, in its order, relative to ``data.path``."""
+        if not self.splits:
+            self.setup()
+        return [
+            str(Path(self.files[row]).relative_to(self.path)) for row in self.split_positions[name]
+        ]
+
+    def _split_rows(self, x: np.ndarray, y: np.ndarray) -> Split:
+        """The base's split, drawn on row positions first, so that each split knows its
+        files (interpret names the images it shows by them)."""
+        positions = super()._split_rows(np.arange(len(x))[:, None], y)
+        self.split_positions = {name: part[0][:, 0] for name, part in positions.items()}
+        return {name: (x[rows], y[rows]) for name, rows in self.split_positions.items()}
 
     def _find(self, folder: Path) -> tuple[list[tuple[str, int]], list[str]]:
         """``(file, class index)`` of every image under ``folder``, and the class names."""

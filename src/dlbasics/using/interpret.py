@@ -221,8 +221,9 @@ def _net_outputs(module, x, inputs, batch: int):
 
 
 def _raw_rows(datamodule, split: str, x_raw):
-    """Each row's identifier (a CSV file's line number, else its position in the split), the
-    identifier's name, and the rows' raw values as a DataFrame (None for images)."""
+    """Each row's identifier (a CSV file's line number, a folder image's file, else its
+    position in the split), the identifier's name, and the rows' raw values as a DataFrame
+    (None for images)."""
     import numpy as np
     import pandas as pd
 
@@ -232,6 +233,8 @@ def _raw_rows(datamodule, split: str, x_raw):
         frame = datamodule.raw_split(split)  # the file's own columns, indexed by file line
         return frame.index.to_numpy(), "line", frame.reset_index(drop=True)
     ids = np.arange(len(x_raw))
+    if hasattr(datamodule, "split_files"):  # data=images: the file, within data.path
+        return np.asarray(datamodule.split_files(split)), "file", None
     if x_raw.ndim > 2:
         return ids, "row", None
     names = list(datamodule.feature_names)
