@@ -45,6 +45,15 @@ assert "island=Biscoe" in used["feature_names"] and sum(used["rows"].values()) =
 assert len(wrong.top_losses) == 5 and "island" in wrong.top_losses.columns
 assert prediction["predicted_species"].iloc[0] == "Gentoo", prediction
 """,
+    "06_your_own_photos.ipynb": """
+assert run.metrics["test/acc"] > 0.7, run.metrics
+assert json.loads((run.dir / "data.json").read_text())["feature_scaling"]["shape"] == [3, 1, 1]
+assert wrong.top_losses.index.name == "file" and len(wrong.top_losses) == 6
+assert all(name.startswith("test/") for name in wrong.top_losses.index)
+right = prediction["predicted_class"] == prediction["path"].str.rsplit("_", n=1).str[0]
+assert len(prediction) == 9 and right.sum() >= 6, prediction
+assert "misclassified" in run.figures
+""",
     "04_hand_derivations.ipynb": """
 assert failed == 0
 assert abs(by_hand[0].item() - w.grad.item()) < 1e-12

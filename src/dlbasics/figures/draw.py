@@ -347,24 +347,33 @@ def misclassified_figure(
         images = images.reshape(len(images), height, width)
     columns = max(1, min(columns, len(images)))
     rows = max(1, int(np.ceil(len(images) / columns)))
-    labels = [(str(class_names[t]), str(class_names[p])) for t, p in zip(true, predicted, strict=True)]
-    # Names longer than "3 → 8" ("airplane → automobile") take two lines, or they overlap.
-    lines = 2 if any(len(t) + len(p) > 8 for t, p in labels) else 1
-    gap, label = 2, lines * max(4, height // 2)  # pixels between tiles, above each its label
-    tile_h, tile_w = label + height + gap, width + gap
+    pairs = [(str(class_names[t]), str(class_names[p])) for t, p in zip(true, predicted, strict=True)]
+    # Names longer than "3 → 8" ("airplane → automobile") take two lines, in a smaller font.
+    lines = 2 if any(len(t) + len(p) > 8 for t, p in pairs) else 1
+    labels = [f"{t} →\n{p}" if lines == 2 else f"{t} → {p}" for t, p in pairs]
+    longest = max((len(line) for label in labels for line in label.split("\n")), default=0)
+    # Each image is drawn 0.75 in wide, in a column as wide as its label needs (about
+    # 0.055 in a character at x-small, 0.065 at small): the gap between tiles makes up the rest.
+    per_pixel = 0.75 / width  # inches
+    column = max(0.9, (0.055 if lines == 2 else 0.065) * longest + 0.15)
+    gap_x, gap_y = max(2, round((column - 0.75) / per_pixel)), 2
+    label = lines * max(4, height // 2)  # pixels above each image for its label
+    tile_h, tile_w = label + height + gap_y, width + gap_x
     # Around the tiles: white (colour), or NaN drawn as the background (grey).
     shape = (rows * tile_h, columns * tile_w, *((3,) if colour else ()))
     mosaic = np.full(shape, 1.0 if colour else np.nan)
-    figure = new_figure((max(4.0, 0.9 * columns + 0.4), (0.75 + 0.35 * lines) * rows + 0.8))
+    size = (max(4.0, columns * tile_w * per_pixel + 0.4), rows * tile_h * per_pixel + 0.9)
+    figure = new_figure(size)
     axes = figure.add_subplot()
     axes.axis("off")
-    for index, (image, (t, p)) in enumerate(zip(images, labels, strict=True)):
-        top, left = (index // columns) * tile_h + label, (index % columns) * tile_w
+    for index, (image, text) in enumerate(zip(images, labels, strict=True)):
+        top = (index // columns) * tile_h + label
+        left = (index % columns) * tile_w + gap_x // 2  # centred in its column
         mosaic[top : top + height, left : left + width] = image
         axes.text(
             left + width / 2,
             top - 1,
-            f"{t} →\n{p}" if lines == 2 else f"{t} → {p}",
+            text,
             ha="center",
             va="bottom",
             fontsize="small" if lines == 1 else "x-small",
