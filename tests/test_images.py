@@ -223,6 +223,10 @@ def test_train_and_test_folders_are_the_split_and_images_are_resized_and_made_gr
     used = json.loads((run.dir / "data.json").read_text())
     assert used["input_shape"] == [1, 12, 12]
     assert used["rows"]["test"] == 9 and used["rows"]["train"] + used["rows"]["val"] == 30
+    # the test folder scored as other data (read, resized, made grey and standardised as the
+    # run's own split was) gives the run's test metrics
+    other = run.evaluate(path=str(tmp_path / "photos" / "test"))
+    assert other["eval/loss"] == pytest.approx(run.metrics["test/loss"], abs=1e-5)
 
 
 @pytest.mark.parametrize(
