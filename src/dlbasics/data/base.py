@@ -4,7 +4,9 @@ Every datamodule derives from :class:`InMemoryDataModule`, which needs only
 :meth:`~InMemoryDataModule.load_arrays` (features and targets as NumPy arrays). The base
 splits them once with a fixed seed, standardises features with the training split's
 statistics where that is the data's default, moves the tensors to the training device
-once, and serves whole batches (see :mod:`dlbasics.training.batches`).
+once, and serves whole batches (see :mod:`dlbasics.training.batches`). Images given as
+uint8 stay uint8; each batch of them is made float and standardised as it is served
+(:mod:`dlbasics.data.pixels`).
 
 After :meth:`~InMemoryDataModule.setup` a datamodule reports what a model needs to be
 built for it: :attr:`task`, :attr:`input_shape` and :attr:`num_outputs`, and what it takes
@@ -59,7 +61,7 @@ class InMemoryDataModule(pl.LightningDataModule):
         batch_size: rows per optimizer step; ``None`` trains on the full training split.
         val_fraction, test_fraction: shares of all rows held out; ``0`` means no such split.
         standardize: scale tabular features to zero mean and unit variance using the
-            training split's statistics only.
+            training split's statistics only; uint8 images per channel, batch by batch.
         standardize_target: also standardise regression targets (training statistics);
             the module reports its metrics in the target's own units all the same.
             ``"auto"``: regression targets yes, class labels never (``data=csv``'s default).
