@@ -27,6 +27,17 @@ def test_batches_are_whole_slices_and_cover_every_row_once_per_epoch():
         assert torch.equal(xb[:, 0].long(), yb)
 
 
+def test_transformed_batches_are_the_same_rows_in_the_same_order():
+    """Images are gathered batch by batch (no shuffled copy of the set), a table's by one
+    permutation of all rows: the same minibatches either way."""
+    x, y = torch.arange(300.0).reshape(100, 3), torch.arange(100)
+    plain = list(ShuffledBatches(x, y, batch_size=16, seed=5))
+    doubled = list(ShuffledBatches(x, y, batch_size=16, seed=5, transform=lambda b: 2 * b))
+    assert len(plain) == len(doubled) == 7
+    for (xb, yb), (xd, yd) in zip(plain, doubled, strict=True):
+        assert torch.equal(2 * xb, xd) and torch.equal(yb, yd)
+
+
 def test_epoch_order_depends_only_on_seed_and_epoch():
     first = epoch_permutation(50, seed=3, epoch=4, device=torch.device("cpu"))
     torch.manual_seed(123)  # the global generator has no say
