@@ -29,9 +29,7 @@ from dlbasics.using.saved_run import SavedRun, TrainedModel, open_run
 
 def main(argv: list[str]) -> None:
     options, overrides = commands.parse(argv, ("run", "ckpt"), "evaluate", passthrough="data.")
-    metrics, model, scored, folder = evaluate_run(
-        options.get("run"), options.get("ckpt"), overrides
-    )
+    metrics, model, scored, folder = evaluate_run(options.get("run"), options.get("ckpt"), overrides)
     print_metrics(metrics, model, scored["data"], folder)
 
 

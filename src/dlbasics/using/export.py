@@ -10,13 +10,13 @@ usage: python -m dlbasics.export run=<run dir> [format=onnx|pt2] [ckpt=best|last
 Writes <run dir>/export/<checkpoint>.<format>: raw features in (the run's standardisation
 is part of the graph), class probabilities or values in the target's units out, any batch
 size. A run on images takes images: float32 (batch, C, H, W) pixels in [0, 1], the run's
-per-channel standardisation inside the graph. A run on a table with text columns exports to ONNX with its categories encoded
-inside the graph: two inputs, numbers (float32) and categories (strings), raw rows in
-(pt2 takes numbers only). Beside it, <checkpoint>.<format>.json lists the feature columns
-in order, their encoding, the class names, the opset and the versions used. The export
-is checked at once on the run's test split against the checkpoint (onnx.checker and
-onnxruntime for ONNX); a difference above 1e-5 x max(1, |output|) fails the command and
-keeps nothing.
+per-channel standardisation inside the graph. A run on a table with text columns exports
+to ONNX with its categories encoded inside the graph: two inputs, numbers (float32) and
+categories (strings), raw rows in (pt2 takes numbers only). Beside it,
+<checkpoint>.<format>.json lists the feature columns in order, their encoding, the class
+names, the opset and the versions used. The export is checked at once on the run's test
+split against the checkpoint (onnx.checker and onnxruntime for ONNX); a difference above
+1e-5 x max(1, |output|) fails the command and keeps nothing.
 
 TorchScript is not offered: torch.jit.script/trace are deprecated in favour of
 torch.export, whose file format is pt2.
