@@ -12,6 +12,7 @@ is drawn from its training images (stratified by class, ``data.val_fraction``).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -215,8 +216,8 @@ class FolderImages(ImagesWithTestSplit):
 
     def _check_memory(self, files: list) -> None:
         """Refuse a set that would not fit, from its count and the first image's size."""
-        (height, width), mode = self._size_and_mode([files[0][0]])
-        channels = self.channels or 3
+        (height, width), _ = self._size_and_mode([files[0][0]])
+        channels = self.channels or 3  # grey or colour shows only in every header: assume colour
         need = len(files) * height * width * channels  # uint8 pixels
         available = _available_memory()
         if available and need > MEMORY_SHARE * available:
@@ -248,16 +249,11 @@ def read_pixels(
     """One image file as uint8 ``C x H x W`` pixels: converted to ``mode`` (``L`` grey,
     ``RGB``) and, with ``resize``, to ``size`` (``(H, W)``); a DataError naming the file (and
     ``key``, the setting that named it) if it cannot be read or is of another size."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     height, width = size
-    try:
-        with Image.open(file) as opened:
-            image = opened.convert(mode)
-    except (UnidentifiedImageError, OSError) as error:
-        raise DataError(
-            f"{key}: {file} is not an image that can be read ({error}); remove it or replace it"
-        ) from None
+    with _opened(file, key) as opened:
+        image = opened.convert(mode)
     if (image.height, image.width) != (height, width):
         if not resize:
             raise DataError(
@@ -275,15 +271,22 @@ def _amount(size: int) -> str:
 
 def _header(file: str) -> tuple[tuple[int, int], str]:
     """An image file's ``(H, W)`` and PIL mode, read from its header."""
+    with _opened(file, "data.path") as image:
+        return (image.height, image.width), image.mode
+
+
+@contextlib.contextmanager
+def _opened(file: str | Path, key: str):
+    """The image file opened by PIL, or a DataError naming it (and ``key``, the setting
+    that named it) if it is not an image that can be read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(file) as image:
-            return (image.height, image.width), image.mode
+            yield image
     except (UnidentifiedImageError, OSError) as error:
         raise DataError(
-            f"data.path: {file} is not an image that can be read ({error}); remove it or "
-            "replace it"
+            f"{key}: {file} is not an image that can be read ({error}); remove it or replace it"
         ) from None
 
 

@@ -118,7 +118,6 @@ def evaluate(
         datamodule, split = saved.held_out_split(model)  # the split the run tested on
         x, y = datamodule.splits[split]
         inputs = datamodule.model_inputs  # images: stored uint8, standardised per batch
-        batch = datamodule.eval_batch_size
         described = f"the run's {split} split ({len(x)} rows)"
         prefix = split
     else:
@@ -131,13 +130,13 @@ def evaluate(
             y = [names.get(str(label), str(label)) for label in y]
         source = f"data with {' '.join(overrides)}"
         x, y = model.model_ready(x, y, source)
-        inputs, batch = None, 4096
+        inputs = None  # made model-ready above, as the run's training scaled them
         described = (
             f"all {len(x)} rows of the data with {' '.join(overrides)}, scaled with the "
             "run's training statistics"
         )
         prefix = "eval"
-    metrics = score(model, x, y, inputs, batch)
+    metrics = score(model, x, y, inputs, datamodule.eval_batch_size)
     named = {f"{prefix}/{name}": value for name, value in metrics.items()}
     return named, {"data": described, "overrides": overrides, "rows": len(x)}
 

@@ -35,7 +35,13 @@ import numpy as np
 
 from dlbasics.cli import commands
 from dlbasics.errors import ConfigError, DlbasicsError
-from dlbasics.using.saved_run import SavedRun, TrainedModel, feature_columns, open_run
+from dlbasics.using.saved_run import (
+    SavedRun,
+    TrainedModel,
+    feature_columns,
+    open_run,
+    takes_images,
+)
 
 FORMATS = ("onnx", "pt2")
 # Largest difference accepted between the export and the checkpoint, relative to the size
@@ -109,12 +115,6 @@ def export_run(
         if made_folder and not any(target.parent.iterdir()):
             target.parent.rmdir()  # a failed first export leaves no empty folder
     return target, checkpoint, kind, rows, difference
-
-
-def takes_images(description: dict[str, Any]) -> bool:
-    """Whether the run learned from images (samples shaped C x H x W): its export takes
-    them as such."""
-    return len(description.get("input_shape") or []) == 3
 
 
 def takes_text(model: TrainedModel) -> list[str]:

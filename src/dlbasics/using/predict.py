@@ -43,7 +43,7 @@ import numpy as np
 
 from dlbasics.cli import commands
 from dlbasics.errors import ConfigError, DataError
-from dlbasics.using.saved_run import feature_columns, open_run, target_name
+from dlbasics.using.saved_run import feature_columns, open_run, takes_images, target_name
 
 CHUNK_ROWS = 16_384  # rows read, predicted and written at a time: memory stays bounded
 # Cells read as missing in a feature column, as training read them (pandas' defaults and
@@ -132,7 +132,8 @@ def predict_to_file(options: dict[str, str]) -> tuple[Path, int, float, str]:
     return output, rows, time.perf_counter() - started, model.name
 
 
-# What an input of images may be named (torchvision's ImageFolder finds these too).
+# What an input of images may be named: torchvision's ImageFolder's own suffixes (which
+# data=images trains on), and GIF.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 IMAGE_CHUNK = 256  # images read and predicted at a time
 
@@ -173,13 +174,12 @@ def predict_images(
     :func:`predict_file` writes a table's."""
     from dlbasics.data.images import read_image
 
-    shape = description.get("input_shape") or []
-    if len(shape) != 3:
+    if not takes_images(description):
         raise ConfigError(
-            f"input={source}: images, but the run learned from samples shaped {shape} (a "
-            "table); give it a CSV file of its columns"
+            f"input={source}: images, but the run learned from samples shaped "
+            f"{description.get('input_shape') or []} (a table); give it a CSV file of its columns"
         )
-    channels, height, width = shape
+    channels, height, width = description["input_shape"]
     mode = "L" if channels == 1 else "RGB"
     named = f"{source.stem}.csv" if source else "images.csv"
     output = Path(options.get("output") or default_output / named)

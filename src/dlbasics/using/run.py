@@ -140,8 +140,9 @@ class Run:
         """The image files ``data`` names (a folder, an image file, a list of image
         files), or None for a table."""
         from dlbasics.using.predict import image_files, listed_images
+        from dlbasics.using.saved_run import takes_images
 
-        if len(self._saved.data_description().get("input_shape") or []) != 3:
+        if not takes_images(self._saved.data_description()):
             return None  # a table's run: a list is a row of values
         if isinstance(data, str | os.PathLike):
             return image_files(Path(data).expanduser())

@@ -155,10 +155,16 @@ def open_run(directory: str | Path | None, key: str = "run") -> SavedRun:
     return SavedRun(path, config, key, given)
 
 
+def takes_images(description: dict[str, Any]) -> bool:
+    """Whether a run (its ``data.json``, or an export's description) learned from images,
+    samples shaped ``C x H x W``: predict reads image files for it, export takes images."""
+    return len(description.get("input_shape") or []) == 3
+
+
 def target_name(description: dict[str, Any]) -> str:
     """What a run predicts, as its outputs are named (``predicted_<name>``): the table's
     target column; ``class`` for images; else ``y``."""
-    images = len(description.get("input_shape") or []) == 3 and description.get("class_names")
+    images = takes_images(description) and description.get("class_names")
     return description.get("target_name") or ("class" if images else "y")
 
 
