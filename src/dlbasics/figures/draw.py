@@ -9,6 +9,7 @@ counts, a grid over the plane) are separate functions, so they can be tested wit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -357,7 +358,8 @@ def misclassified_figure(
     per_pixel = 0.75 / width  # inches
     column = max(0.9, (0.055 if lines == 2 else 0.065) * longest + 0.15)
     gap_x, gap_y = max(2, round((column - 0.75) / per_pixel)), 2
-    label = lines * max(4, height // 2)  # pixels above each image for its label
+    # Above each image, its label's lines (about 0.17 in each), in the mosaic's pixels.
+    label = max(2, math.ceil(lines * 0.17 / per_pixel))
     tile_h, tile_w = label + height + gap_y, width + gap_x
     # Around the tiles: white (colour), or NaN drawn as the background (grey).
     shape = (rows * tile_h, columns * tile_w, *((3,) if colour else ()))
